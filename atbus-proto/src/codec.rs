@@ -70,7 +70,7 @@ fn frame_len(version: u64, body_len: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{MessageHead, frame_message::Body, PingData};
+    use crate::protocol::{MessageHead, PingData, frame_message::Body};
 
     fn ping(source: &str) -> FrameMessage {
         FrameMessage {
@@ -121,7 +121,11 @@ mod tests {
         let capacity = dst.capacity();
         codec.encode(&message, &mut dst).unwrap();
         assert_eq!(&dst[..3], b"abc");
-        assert_eq!(dst.capacity(), capacity, "no growth when the space was there");
+        assert_eq!(
+            dst.capacity(),
+            capacity,
+            "no growth when the space was there"
+        );
         assert_eq!(dst.len(), 3 + codec.encoded_len(&message));
     }
 

@@ -38,8 +38,8 @@
 //! ```
 
 mod codec;
-mod decode;
 mod config;
+mod decode;
 mod error;
 mod varint;
 
@@ -47,14 +47,18 @@ mod varint;
 ///
 /// Byte fields are [`bytes::Bytes`] that share the decoded buffer; maps are `BTreeMap`s, so
 /// encoding is deterministic.
-#[allow(missing_docs, clippy::doc_lazy_continuation, clippy::doc_overindented_list_items)]
+#[allow(
+    missing_docs,
+    clippy::doc_lazy_continuation,
+    clippy::doc_overindented_list_items
+)]
 pub mod protocol {
     include!(concat!(env!("OUT_DIR"), "/atbus.protocol.rs"));
 }
 
 pub use codec::FrameCodec;
-pub use decode::{Decoded, Frame};
 pub use config::{CodecConfig, ConfigError, DEFAULT_MAX_FRAME_LENGTH, MAX_FRAME_LENGTH_LIMIT};
+pub use decode::{Decoded, Frame};
 pub use error::{DecodeError, EncodeError, HeaderField};
 
 /// The protocol version this implementation writes and, by default, the only one it accepts.

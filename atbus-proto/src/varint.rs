@@ -59,7 +59,17 @@ mod tests {
 
     #[test]
     fn reads_what_prost_writes_at_every_length() {
-        for value in [0, 1, 127, 128, 300, 16_383, 16_384, u32::MAX as u64, u64::MAX] {
+        for value in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u32::MAX as u64,
+            u64::MAX,
+        ] {
             let bytes = encoded(value);
             assert_eq!(
                 read_varint(&bytes),

@@ -178,7 +178,8 @@ fn vectors() -> Vec<(&'static str, FrameMessage)> {
                 head("node-a", "node-b"),
                 1,
                 12,
-                AtbusPacketFlagType::FinishStream as i32 | AtbusPacketFlagType::FinishConnection as i32,
+                AtbusPacketFlagType::FinishStream as i32
+                    | AtbusPacketFlagType::FinishConnection as i32,
                 &PacketContent {
                     fragment: vec![closing],
                 },
@@ -292,7 +293,10 @@ fn every_vector_encodes_to_its_bytes_and_decodes_to_its_message() {
         if blessing() {
             std::fs::create_dir_all(&dir).expect("create testdata/frames");
             std::fs::write(&frame_path, &encoded).expect("write .frame");
-            let text = protoc(&["--decode=atbus.protocol.frame_message"], body_of(&encoded));
+            let text = protoc(
+                &["--decode=atbus.protocol.frame_message"],
+                body_of(&encoded),
+            );
             std::fs::write(dir.join(format!("{name}.txt")), text).expect("write .txt");
             if let Some(content) = content_of(&message) {
                 let text = protoc(&["--decode=atbus.protocol.packet_content"], content);
@@ -300,8 +304,15 @@ fn every_vector_encodes_to_its_bytes_and_decodes_to_its_message() {
             }
         }
         let on_disk = read(&frame_path);
-        assert!(encoded[..] == on_disk[..], "{name}: encoder output differs from {name}.frame");
-        assert_eq!(decode_one(&codec, &on_disk), message, "{name}: decoded message");
+        assert!(
+            encoded[..] == on_disk[..],
+            "{name}: encoder output differs from {name}.frame"
+        );
+        assert_eq!(
+            decode_one(&codec, &on_disk),
+            message,
+            "{name}: decoded message"
+        );
     }
 }
 
@@ -358,9 +369,18 @@ fn python_zlib_crc32_matches_every_vector_trailer() {
         .arg(script)
         .args(names.iter().map(|name| dir.join(format!("{name}.frame"))))
         .output()
-        .unwrap_or_else(|err| panic!("cannot run python3: {err}; install python3 (scripts/test does)"));
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let expected: String = names.iter().map(|name| format!("{name}.frame ok\n")).collect();
+        .unwrap_or_else(|err| {
+            panic!("cannot run python3: {err}; install python3 (scripts/test does)")
+        });
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected: String = names
+        .iter()
+        .map(|name| format!("{name}.frame ok\n"))
+        .collect();
     assert_eq!(String::from_utf8_lossy(&output.stdout), expected);
 }
 
@@ -371,5 +391,8 @@ fn vectors_cover_the_required_shapes() {
         .map(|(name, message)| (*name, FrameCodec::default().encoded_len(message)))
         .collect();
     assert!(sizes.contains(&("large_65000", 65_000)), "{sizes:?}");
-    assert!(sizes.contains(&("empty_body", 1 + 1 + CHECKSUM_LEN)), "{sizes:?}");
+    assert!(
+        sizes.contains(&("empty_body", 1 + 1 + CHECKSUM_LEN)),
+        "{sizes:?}"
+    );
 }

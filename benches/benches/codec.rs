@@ -105,7 +105,10 @@ fn output_directory() -> PathBuf {
 
 /// Criterion's time per iteration, in nanoseconds, for one benchmark measured since `start`.
 fn nanoseconds(directory: &Path, group: &str, size: usize, start: SystemTime) -> Option<f64> {
-    let path = directory.join(group).join(size.to_string()).join("new/estimates.json");
+    let path = directory
+        .join(group)
+        .join(size.to_string())
+        .join("new/estimates.json");
     if std::fs::metadata(&path).ok()?.modified().ok()? < start {
         return None;
     }
@@ -120,7 +123,9 @@ fn nanoseconds(directory: &Path, group: &str, size: usize, start: SystemTime) ->
 /// Prints frames/s, GB/s and the ratio to memcpy for every size measured since `start`.
 fn print_summary(directory: &Path, start: SystemTime) {
     println!();
-    println!("size (B) | memcpy GB/s | encode GB/s  Mframes/s  ×memcpy | decode GB/s  Mframes/s  ×memcpy");
+    println!(
+        "size (B) | memcpy GB/s | encode GB/s  Mframes/s  ×memcpy | decode GB/s  Mframes/s  ×memcpy"
+    );
     for size in SIZES {
         let Some([memcpy, encode, decode]) = GROUPS
             .map(|group| nanoseconds(directory, group, size, start))

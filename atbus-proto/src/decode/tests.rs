@@ -115,7 +115,10 @@ fn several_frames_in_one_buffer_come_out_one_by_one() {
     let partial = encode(&codec, &ping(99));
     buf.extend_from_slice(&partial[..2]);
     for sequence in 0..5 {
-        assert_eq!(frame_of(codec.decode(&mut buf).unwrap()).message, ping(sequence));
+        assert_eq!(
+            frame_of(codec.decode(&mut buf).unwrap()).message,
+            ping(sequence)
+        );
     }
     assert!(matches!(
         codec.decode(&mut buf).unwrap(),
@@ -133,7 +136,10 @@ fn decoded_byte_fields_share_the_input_buffer() {
     let Some(Body::Packet(packet)) = frame.message.body else {
         panic!("not a packet");
     };
-    assert!(input.contains(&packet.content.as_ptr()), "content was copied");
+    assert!(
+        input.contains(&packet.content.as_ptr()),
+        "content was copied"
+    );
 
     let mut datagram = encode(&codec, &self::packet(&[1; 64])).freeze();
     let input = datagram.as_ptr_range();
@@ -141,7 +147,10 @@ fn decoded_byte_fields_share_the_input_buffer() {
     let Some(Body::Packet(packet)) = frame.message.body else {
         panic!("not a packet");
     };
-    assert!(input.contains(&packet.content.as_ptr()), "content was copied");
+    assert!(
+        input.contains(&packet.content.as_ptr()),
+        "content was copied"
+    );
     assert!(datagram.is_empty());
 }
 
@@ -165,7 +174,11 @@ fn unsupported_version_is_reported_with_the_version_and_consumes_nothing() {
 
 #[test]
 fn other_versions_decode_when_configured() {
-    let codec = FrameCodec::new(CodecConfig::default().with_accepted_versions([1, 7]).unwrap());
+    let codec = FrameCodec::new(
+        CodecConfig::default()
+            .with_accepted_versions([1, 7])
+            .unwrap(),
+    );
     let frame = frame_of(codec.decode(&mut raw_frame(7, &[])).unwrap());
     assert_eq!(frame.version, 7);
 }
