@@ -85,6 +85,10 @@ impl CodecConfig {
     }
 
     /// Sets the protocol version the encoder writes (default [`PROTOCOL_VERSION`]).
+    ///
+    /// The decoder's accepted versions are set apart, by
+    /// [`with_accepted_versions`](Self::with_accepted_versions): a codec that writes a version it
+    /// does not accept cannot read its own frames.
     pub fn with_version(mut self, version: u64) -> Self {
         self.version = version;
         self

@@ -75,7 +75,12 @@ fn protoc_decode_frame_message(body: &[u8]) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|err| panic!("cannot run {program:?}: {err}; install protobuf-compiler"));
-    child.stdin.take().expect("stdin").write_all(body).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body)
+        .expect("write");
     let output = child.wait_with_output().expect("protoc");
     assert!(
         output.status.success(),
