@@ -1,0 +1,327 @@
+//! The receive side of one stream direction: pieces held by offset, reassembled into whole
+//! messages, delivered in order exactly once.
+//!
+//! Offsets count units (`docs/protocol.md` section 5.3): every data byte is one unit and the end of
+//! every message, and of the stream, is one more. Pieces arrive duplicated, cut differently and out
+//! of order (retransmission over connections with other MTUs); the reassembler keeps each unit once,
+//! trimming what it already holds off every new piece, so held pieces never overlap and memory is
+//! bounded by the units held, whatever the sender repeats.
+
+use std::collections::BTreeMap;
+
+use bytes::{Bytes, BytesMut};
+
+use super::message::{MessageMeta, ReceivedMessage};
+use atbus_proto::protocol::CloseReasonData;
+
+/// A piece of stream data as it arrived in one fragment.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Piece {
+    /// Offset of the piece's first unit.
+    pub start: u64,
+    /// The data bytes, one unit each.
+    pub data: Bytes,
+    /// What the piece ends with, if anything: the end unit of a message or of the stream.
+    pub end: PieceEnd,
+    /// Metadata of the message this piece begins, when it begins one.
+    pub meta: Option<MessageMeta>,
+}
+
+/// The unit after a piece's data, when it has one.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum PieceEnd {
+    /// The message continues after this piece (HAS_MORE).
+    None,
+    /// The piece's message ends here.
+    Message,
+    /// The stream direction ends here, for this reason.
+    Stream(CloseReasonData),
+}
+
+impl Piece {
+    /// One past the last unit the piece covers.
+    pub fn end_offset(&self) -> u64 {
+        self.start + self.units()
+    }
+
+    /// How many units the piece covers.
+    pub fn units(&self) -> u64 {
+        self.data.len() as u64 + u64::from(!matches!(self.end, PieceEnd::None))
+    }
+
+    /// Memory the piece holds, as counted against the receive budget.
+    fn cost(&self) -> usize {
+        self.data.len() + PIECE_OVERHEAD
+    }
+
+    /// The units `[from, to)` of this piece, which must overlap it. Metadata stays with the first
+    /// unit, the end with the last.
+    fn slice(&self, from: u64, to: u64) -> Piece {
+        let from = from.max(self.start);
+        let to = to.min(self.end_offset());
+        let data_end = self.start + self.data.len() as u64;
+        let data = self
+            .data
+            .slice((from - self.start) as usize..(to.min(data_end) - self.start) as usize);
+        Piece {
+            start: from,
+            data,
+            end: if to == self.end_offset() {
+                self.end.clone()
+            } else {
+                PieceEnd::None
+            },
+            meta: if from == self.start {
+                self.meta.clone()
+            } else {
+                None
+            },
+        }
+    }
+}
+
+/// Bookkeeping per held piece, counted so that many tiny pieces cannot hide from the budget.
+const PIECE_OVERHEAD: usize = 64;
+
+/// What became of a piece handed to [`Reassembler::insert`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inserted {
+    /// Some of its units were new and are now held.
+    New,
+    /// Every unit was already held or delivered.
+    Duplicate,
+    /// Holding it would go over the receive budget; nothing was kept. The sender will resend it.
+    OverBudget,
+    /// It lies beyond the stream's end or the receive window; nothing was kept.
+    OutOfRange,
+}
+
+/// How a stream direction ended, once everything before its end has been taken.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Finished {
+    /// The reason the sender gave.
+    pub reason: CloseReasonData,
+}
+
+/// Reassembles one stream direction.
+#[derive(Debug)]
+pub(crate) struct Reassembler {
+    /// Held pieces by start offset; they never overlap and all lie at or above `delivered`.
+    pieces: BTreeMap<u64, Piece>,
+    /// Everything below this offset has been taken by the application (or skipped by a reset).
+    delivered: u64,
+    /// Everything below this offset has been received: the acknowledge offset.
+    contiguous: u64,
+    /// One past the highest unit received.
+    received_max: u64,
+    /// Final size of the stream direction, once its end has been seen.
+    final_size: Option<u64>,
+    /// Bytes held, by [`Piece::cost`].
+    held: usize,
+    /// The most the reassembler may hold.
+    budget: usize,
+    /// Units beyond `delivered` the sender may use: data further ahead is refused.
+    window: u64,
+    /// Whether the end of the stream has been reported.
+    finished: bool,
+}
+
+impl Reassembler {
+    /// An empty stream direction that may hold `budget` bytes and accept units up to `window`
+    /// past what the application has taken.
+    pub fn new(budget: usize, window: u64) -> Self {
+        Self {
+            pieces: BTreeMap::new(),
+            delivered: 0,
+            contiguous: 0,
+            received_max: 0,
+            final_size: None,
+            held: 0,
+            budget,
+            window,
+            finished: false,
+        }
+    }
+
+    /// Everything below this offset has been received.
+    pub fn acknowledge_offset(&self) -> u64 {
+        self.contiguous
+    }
+
+    /// One past the highest unit received.
+    pub fn received_max_offset(&self) -> u64 {
+        self.received_max
+    }
+
+    /// Bytes held for this stream direction.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Whether units below `received_max` are missing: the sender should resend at once.
+    pub fn has_gap(&self) -> bool {
+        self.received_max > self.contiguous
+    }
+
+    /// Takes in a piece, keeping only the units not already held or delivered.
+    pub fn insert(&mut self, piece: Piece) -> Inserted {
+        let (start, end) = (piece.start, piece.end_offset());
+        if end <= self.delivered || end <= start {
+            return Inserted::Duplicate;
+        }
+        if let Some(final_size) = self.final_size {
+            if end > final_size {
+                return Inserted::OutOfRange;
+            }
+        }
+        if end > self.delivered.saturating_add(self.window) {
+            return Inserted::OutOfRange;
+        }
+        if let PieceEnd::Stream(_) = piece.end {
+            if self.final_size.is_some_and(|size| size != end) || end < self.received_max {
+                // A second, different end, or an end below data already seen: not a valid sender.
+                return Inserted::OutOfRange;
+            }
+        }
+
+        // The parts of [max(start, delivered), end) that no held piece covers.
+        let mut gaps = Vec::new();
+        let mut cursor = start.max(self.delivered);
+        let first_key = self
+            .pieces
+            .range(..=cursor)
+            .next_back()
+            .map_or(cursor, |(&key, _)| key);
+        for held in self.pieces.range(first_key..end).map(|(_, held)| held) {
+            if held.end_offset() <= cursor {
+                continue;
+            }
+            if held.start > cursor {
+                gaps.push((cursor, held.start.min(end)));
+            }
+            cursor = cursor.max(held.end_offset());
+            if cursor >= end {
+                break;
+            }
+        }
+        if cursor < end {
+            gaps.push((cursor, end));
+        }
+        if gaps.is_empty() {
+            return Inserted::Duplicate;
+        }
+        let new_pieces: Vec<Piece> = gaps
+            .iter()
+            .map(|&(from, to)| piece.slice(from, to))
+            .collect();
+        let cost: usize = new_pieces.iter().map(Piece::cost).sum();
+        if self.held + cost > self.budget {
+            return Inserted::OverBudget;
+        }
+        if let PieceEnd::Stream(_) = piece.end {
+            self.final_size = Some(end);
+        }
+        self.held += cost;
+        self.received_max = self.received_max.max(end);
+        for new in new_pieces {
+            self.pieces.insert(new.start, new);
+        }
+        self.advance_contiguous();
+        Inserted::New
+    }
+
+    /// Moves the acknowledge offset over the pieces now contiguous with it.
+    fn advance_contiguous(&mut self) {
+        while let Some(piece) = self.pieces.get(&self.contiguous) {
+            self.contiguous = piece.end_offset();
+        }
+    }
+
+    /// Takes the next whole message, if it has arrived.
+    pub fn pop_message(&mut self) -> Option<ReceivedMessage> {
+        // Find the contiguous pieces from `delivered` up to a message end.
+        let mut units_end = self.delivered;
+        let mut count = 0;
+        let mut total = 0;
+        loop {
+            let piece = self.pieces.get(&units_end)?;
+            count += 1;
+            total += piece.data.len();
+            units_end = piece.end_offset();
+            match piece.end {
+                PieceEnd::None => continue,
+                PieceEnd::Message => break,
+                // The stream's end is not a message: see `pop_finished`.
+                PieceEnd::Stream(_) => return None,
+            }
+        }
+        let start = self.delivered;
+        let mut meta = None;
+        let mut data = Bytes::new();
+        let mut joined = (count > 1).then(|| BytesMut::with_capacity(total));
+        while self.delivered < units_end {
+            let Some(piece) = self.pieces.remove(&self.delivered) else {
+                debug_assert!(false, "contiguous pieces were just found");
+                break;
+            };
+            self.held -= piece.cost();
+            self.delivered = piece.end_offset();
+            if piece.start == start {
+                meta = piece.meta;
+            }
+            match joined.as_mut() {
+                Some(buf) => buf.extend_from_slice(&piece.data),
+                None => data = piece.data,
+            }
+        }
+        if let Some(buf) = joined {
+            data = buf.freeze();
+        }
+        Some(ReceivedMessage {
+            offset: start,
+            data,
+            meta: meta.unwrap_or_default(),
+        })
+    }
+
+    /// Reports the end of the stream direction once, after every message before it was taken.
+    pub fn pop_finished(&mut self) -> Option<Finished> {
+        if self.finished {
+            return None;
+        }
+        let piece = self.pieces.get(&self.delivered)?;
+        let PieceEnd::Stream(reason) = &piece.end else {
+            return None;
+        };
+        let reason = reason.clone();
+        self.finished = true;
+        Some(Finished { reason })
+    }
+
+    /// Applies a RESET_OFFSET at `offset`: units below it will never come; what is held below it
+    /// and not yet taken is dropped. Returns how many units were skipped.
+    pub fn reset_to(&mut self, offset: u64) -> u64 {
+        if offset <= self.delivered {
+            return 0;
+        }
+        let skipped = offset - self.delivered;
+        let kept = self.pieces.split_off(&offset);
+        for piece in std::mem::replace(&mut self.pieces, kept).into_values() {
+            self.held -= piece.cost();
+            if piece.end_offset() > offset {
+                // A piece straddling the reset point keeps its units at and above it.
+                let rest = piece.slice(offset, piece.end_offset());
+                self.held += rest.cost();
+                self.pieces.insert(rest.start, rest);
+            }
+        }
+        self.delivered = offset;
+        self.contiguous = self.contiguous.max(offset);
+        self.received_max = self.received_max.max(offset);
+        self.advance_contiguous();
+        skipped
+    }
+}
+
+#[cfg(test)]
+mod tests;
