@@ -8,80 +8,21 @@
 //! bounded by the units held, whatever the sender repeats.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
-use super::message::{MessageMeta, ReceivedMessage};
+use super::message::ReceivedMessage;
+use super::piece::{Piece, PieceEnd};
 use atbus_proto::protocol::CloseReasonData;
-
-/// A piece of stream data as it arrived in one fragment.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Piece {
-    /// Offset of the piece's first unit.
-    pub start: u64,
-    /// The data bytes, one unit each.
-    pub data: Bytes,
-    /// What the piece ends with, if anything: the end unit of a message or of the stream.
-    pub end: PieceEnd,
-    /// Metadata of the message this piece begins, when it begins one.
-    pub meta: Option<MessageMeta>,
-}
-
-/// The unit after a piece's data, when it has one.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum PieceEnd {
-    /// The message continues after this piece (HAS_MORE).
-    None,
-    /// The piece's message ends here.
-    Message,
-    /// The stream direction ends here, for this reason.
-    Stream(CloseReasonData),
-}
-
-impl Piece {
-    /// One past the last unit the piece covers.
-    pub fn end_offset(&self) -> u64 {
-        self.start + self.units()
-    }
-
-    /// How many units the piece covers.
-    pub fn units(&self) -> u64 {
-        self.data.len() as u64 + u64::from(!matches!(self.end, PieceEnd::None))
-    }
-
-    /// Memory the piece holds, as counted against the receive budget.
-    fn cost(&self) -> usize {
-        self.data.len() + PIECE_OVERHEAD
-    }
-
-    /// The units `[from, to)` of this piece, which must overlap it. Metadata stays with the first
-    /// unit, the end with the last.
-    fn slice(&self, from: u64, to: u64) -> Piece {
-        let from = from.max(self.start);
-        let to = to.min(self.end_offset());
-        let data_end = self.start + self.data.len() as u64;
-        let data = self
-            .data
-            .slice((from - self.start) as usize..(to.min(data_end) - self.start) as usize);
-        Piece {
-            start: from,
-            data,
-            end: if to == self.end_offset() {
-                self.end.clone()
-            } else {
-                PieceEnd::None
-            },
-            meta: if from == self.start {
-                self.meta.clone()
-            } else {
-                None
-            },
-        }
-    }
-}
 
 /// Bookkeeping per held piece, counted so that many tiny pieces cannot hide from the budget.
 const PIECE_OVERHEAD: usize = 64;
+
+/// Memory a held piece takes, as counted against the receive budget.
+fn cost(piece: &Piece) -> usize {
+    piece.data.len() + PIECE_OVERHEAD
+}
 
 /// What became of a piece handed to [`Reassembler::insert`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +57,7 @@ pub(crate) struct Reassembler {
     received_max: u64,
     /// Final size of the stream direction, once its end has been seen.
     final_size: Option<u64>,
-    /// Bytes held, by [`Piece::cost`].
+    /// Bytes held, by [`cost`].
     held: usize,
     /// The most the reassembler may hold.
     budget: usize,
@@ -161,6 +102,20 @@ impl Reassembler {
     /// Whether units below `received_max` are missing: the sender should resend at once.
     pub fn has_gap(&self) -> bool {
         self.received_max > self.contiguous
+    }
+
+    /// The ranges received above the acknowledge offset, lowest first, merged, at most `limit`.
+    pub fn received_ranges(&self, limit: usize) -> Vec<Range<u64>> {
+        let mut ranges: Vec<Range<u64>> = Vec::new();
+        for piece in self.pieces.range(self.contiguous..).map(|(_, piece)| piece) {
+            let full = ranges.len() == limit;
+            match ranges.last_mut() {
+                Some(last) if last.end == piece.start => last.end = piece.end_offset(),
+                _ if full => break,
+                _ => ranges.push(piece.start..piece.end_offset()),
+            }
+        }
+        ranges
     }
 
     /// Takes in a piece, keeping only the units not already held or delivered.
@@ -214,14 +169,14 @@ impl Reassembler {
             .iter()
             .map(|&(from, to)| piece.slice(from, to))
             .collect();
-        let cost: usize = new_pieces.iter().map(Piece::cost).sum();
-        if self.held + cost > self.budget {
+        let needed: usize = new_pieces.iter().map(cost).sum();
+        if self.held + needed > self.budget {
             return Inserted::OverBudget;
         }
         if let PieceEnd::Stream(_) = piece.end {
             self.final_size = Some(end);
         }
-        self.held += cost;
+        self.held += needed;
         self.received_max = self.received_max.max(end);
         for new in new_pieces {
             self.pieces.insert(new.start, new);
@@ -264,7 +219,7 @@ impl Reassembler {
                 debug_assert!(false, "contiguous pieces were just found");
                 break;
             };
-            self.held -= piece.cost();
+            self.held -= cost(&piece);
             self.delivered = piece.end_offset();
             if piece.start == start {
                 meta = piece.meta;
@@ -307,11 +262,11 @@ impl Reassembler {
         let skipped = offset - self.delivered;
         let kept = self.pieces.split_off(&offset);
         for piece in std::mem::replace(&mut self.pieces, kept).into_values() {
-            self.held -= piece.cost();
+            self.held -= cost(&piece);
             if piece.end_offset() > offset {
                 // A piece straddling the reset point keeps its units at and above it.
                 let rest = piece.slice(offset, piece.end_offset());
-                self.held += rest.cost();
+                self.held += cost(&rest);
                 self.pieces.insert(rest.start, rest);
             }
         }

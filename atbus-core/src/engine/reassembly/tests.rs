@@ -1,6 +1,7 @@
 //! Unit tests of reassembly: duplicates, containment, overlap, budget, window, end and reset.
 
 use super::*;
+use crate::engine::message::MessageMeta;
 use atbus_proto::protocol::AtbusCloseReason;
 use proptest::prelude::*;
 
@@ -95,6 +96,20 @@ fn fragments_out_of_order_become_one_message_once_all_are_in() {
     }
     assert!(!reassembler.has_gap());
     assert_eq!(drain(&mut reassembler), vec![b"hello, world".to_vec()]);
+}
+
+#[test]
+fn received_ranges_report_what_is_held_above_the_gap_merged_and_limited() {
+    let mut reassembler = Reassembler::new(BIG, u64::MAX);
+    // Each 4-byte message in two pieces: [0,2) [2,5), [5,7) [7,10), [10,12) [12,15), ...
+    let pieces = cut_messages(&[b"aaaa", b"bbbb", b"cccc", b"dddd"], 2);
+    for index in [2, 3, 5, 7] {
+        reassembler.insert(pieces[index].clone());
+    }
+    assert_eq!(reassembler.received_ranges(8), vec![5..10, 12..15, 17..20]);
+    assert_eq!(reassembler.received_ranges(2), vec![5..10, 12..15]);
+    assert_eq!(reassembler.acknowledge_offset(), 0);
+    assert_eq!(reassembler.received_max_offset(), 20);
 }
 
 #[test]
