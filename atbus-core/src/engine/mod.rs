@@ -16,3 +16,7 @@ pub(crate) mod piece;
 pub(crate) mod ranges;
 #[allow(dead_code)]
 pub(crate) mod reassembly;
+#[allow(dead_code)]
+pub(crate) mod rtt;
+#[allow(dead_code)]
+pub(crate) mod send;

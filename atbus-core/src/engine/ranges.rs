@@ -38,6 +38,20 @@ impl RangeSet {
             .map(|(&start, &end)| start..end)
     }
 
+    /// The ranges of the set that share at least one offset with `range`, lowest first.
+    pub fn overlapping(&self, range: Range<u64>) -> Vec<Range<u64>> {
+        let first = self
+            .ranges
+            .range(..range.start)
+            .next_back()
+            .map_or(range.start, |(&key, _)| key);
+        self.ranges
+            .range(first..range.end)
+            .map(|(&start, &end)| start..end)
+            .filter(|found| found.end > range.start)
+            .collect()
+    }
+
     /// Whether every offset of `range` is in the set.
     pub fn contains_range(&self, range: Range<u64>) -> bool {
         if range.is_empty() {
@@ -79,18 +93,7 @@ impl RangeSet {
         if range.is_empty() {
             return;
         }
-        let first = self
-            .ranges
-            .range(..range.start)
-            .next_back()
-            .map_or(range.start, |(&key, _)| key);
-        let touched: Vec<(u64, u64)> = self
-            .ranges
-            .range(first..range.end)
-            .map(|(&start, &end)| (start, end))
-            .filter(|&(_, end)| end > range.start)
-            .collect();
-        for (start, end) in touched {
+        for Range { start, end } in self.overlapping(range.clone()) {
             self.ranges.remove(&start);
             if start < range.start {
                 self.ranges.insert(start, range.start);

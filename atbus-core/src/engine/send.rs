@@ -1,0 +1,379 @@
+//! The send side of one stream direction: queued messages kept until acknowledged, cut into
+//! pieces for whichever connection sends next, and the bookkeeping of what is in flight where.
+//!
+//! Offsets count units (`docs/protocol.md` section 5.3). Every piece put on the wire is a
+//! *flight*: its range, the connection it went out on and when, and a send sequence number. A
+//! flight leaves the books when the peer acknowledges its range (cumulatively or through a
+//! received range), or is declared lost, and its range goes back to be sent again, when a flight
+//! sent after it was acknowledged some time ago or three flights later (RFC 9002 section 6.1), when
+//! the retransmission timeout passes, or when its connection dies. Retransmission slices the queued
+//! `Bytes`: no copy per send.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::message::MessageMeta;
+use super::piece::{Piece, PieceEnd};
+use super::ranges::RangeSet;
+use super::transmit::ConnectionId;
+use atbus_proto::protocol::CloseReasonData;
+
+/// A flight counts as lost once a flight sent this many later has been acknowledged.
+const PACKET_THRESHOLD: u64 = 3;
+
+/// A queued message, or the end of the stream.
+#[derive(Debug)]
+struct Queued {
+    /// Offset of its first unit.
+    start: u64,
+    /// Its bytes; empty for the end of the stream.
+    data: Bytes,
+    /// Type, options and labels, sent with the piece that begins it.
+    meta: MessageMeta,
+    /// Whether it is a message or the end of the stream.
+    end: PieceEnd,
+}
+
+impl Queued {
+    /// One past its last unit (the end unit).
+    fn end_offset(&self) -> u64 {
+        self.start + self.data.len() as u64 + 1
+    }
+}
+
+/// A piece on the wire, not yet acknowledged nor declared lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Flight {
+    /// The units it carried.
+    pub start: u64,
+    /// One past its last unit.
+    pub end: u64,
+    /// Where it went.
+    pub connection: ConnectionId,
+    /// When.
+    pub sent_at: Instant,
+}
+
+/// The peer acknowledged units that were never sent: it is broken or hostile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("acknowledgement up to offset {acknowledged} but only {sent} units were sent")]
+pub(crate) struct AckBeyondSent {
+    /// The highest offset the acknowledgement claims.
+    pub acknowledged: u64,
+    /// One past the highest unit sent.
+    pub sent: u64,
+}
+
+/// Sends one stream direction.
+#[derive(Debug, Default)]
+pub(crate) struct SendStream {
+    /// Messages not wholly acknowledged, in order.
+    queue: VecDeque<Queued>,
+    /// Data bytes in `queue`.
+    queued_bytes: usize,
+    /// Everything below is acknowledged.
+    acked: u64,
+    /// The first unit never sent.
+    next_new: u64,
+    /// One past the last queued unit.
+    end: u64,
+    /// Whether the end of the stream is queued: nothing more may be pushed.
+    finished: bool,
+    /// Ranges to send again.
+    lost: RangeSet,
+    /// Ranges above `acked` the peer reported received.
+    received: RangeSet,
+    /// Pieces in flight by send sequence number, which orders them by send time.
+    flights: BTreeMap<u64, Flight>,
+    /// Send sequence number of the flight starting at each offset.
+    flight_at: BTreeMap<u64, u64>,
+    /// The next send sequence number.
+    next_seq: u64,
+    /// The highest send sequence number acknowledged so far.
+    largest_acked_seq: Option<u64>,
+}
+
+impl SendStream {
+    /// An empty stream direction.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues a message; returns the offset of its first unit, or `None` once the stream is
+    /// finished.
+    pub fn push(&mut self, data: Bytes, meta: MessageMeta) -> Option<u64> {
+        self.enqueue(data, meta, PieceEnd::Message)
+    }
+
+    /// Queues the end of the stream; returns its offset, or `None` if it was queued before.
+    pub fn finish(&mut self, reason: CloseReasonData) -> Option<u64> {
+        let offset = self.enqueue(
+            Bytes::new(),
+            MessageMeta::default(),
+            PieceEnd::Stream(reason),
+        )?;
+        self.finished = true;
+        Some(offset)
+    }
+
+    fn enqueue(&mut self, data: Bytes, meta: MessageMeta, end: PieceEnd) -> Option<u64> {
+        if self.finished {
+            return None;
+        }
+        let start = self.end;
+        let queued = Queued {
+            start,
+            data,
+            meta,
+            end,
+        };
+        self.end = queued.end_offset();
+        self.queued_bytes += queued.data.len();
+        self.queue.push_back(queued);
+        Some(start)
+    }
+
+    /// Units queued and not yet acknowledged: what counts against the send window.
+    pub fn unacked_units(&self) -> u64 {
+        self.end - self.acked
+    }
+
+    /// Data bytes held until acknowledged.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Everything below this offset is acknowledged.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// Whether every queued unit is acknowledged, including the end of the stream if queued.
+    pub fn is_idle(&self) -> bool {
+        self.acked == self.end
+    }
+
+    /// Whether the end of the stream is queued and acknowledged.
+    pub fn is_finished_and_acked(&self) -> bool {
+        self.finished && self.is_idle()
+    }
+
+    /// Whether anything waits to be sent: lost ranges or never-sent units.
+    pub fn has_pending(&self) -> bool {
+        !self.lost.is_empty() || self.next_new < self.end
+    }
+
+    /// Pieces currently in flight.
+    pub fn flights(&self) -> impl Iterator<Item = &Flight> {
+        self.flights.values()
+    }
+
+    /// Cuts the next piece to send, of at most `max_data` data bytes, and records it as in flight
+    /// on `connection` from `now`. Lost ranges go first, then new units. A piece never spans two
+    /// messages, carries the message's metadata when it begins one, and takes the end unit when
+    /// its data reaches the end of its message.
+    pub fn take_piece(
+        &mut self,
+        max_data: usize,
+        connection: ConnectionId,
+        now: Instant,
+    ) -> Option<Piece> {
+        let (from, limit) = match self.lost.first() {
+            Some(range) => (range.start, range.end),
+            None if self.next_new < self.end => (self.next_new, self.end),
+            None => return None,
+        };
+        let index = self.queue_index(from)?;
+        let queued = &self.queue[index];
+        let data_end = queued.start + queued.data.len() as u64;
+        let piece_data_end = data_end.min(limit).min(from + max_data as u64);
+        if from < data_end && piece_data_end <= from {
+            return None; // no room for a single byte
+        }
+        let data = if from < data_end {
+            queued
+                .data
+                .slice((from - queued.start) as usize..(piece_data_end - queued.start) as usize)
+        } else {
+            Bytes::new()
+        };
+        let piece = Piece {
+            start: from,
+            end: if from + data.len() as u64 == data_end {
+                queued.end.clone()
+            } else {
+                PieceEnd::None
+            },
+            meta: (from == queued.start).then(|| queued.meta.clone()),
+            data,
+        };
+        let range = piece.start..piece.end_offset();
+        self.lost.remove(range.clone());
+        self.next_new = self.next_new.max(range.end);
+        self.record_flight(range, connection, now);
+        Some(piece)
+    }
+
+    /// The index in `queue` of the item holding `offset`.
+    fn queue_index(&self, offset: u64) -> Option<usize> {
+        let index = self
+            .queue
+            .partition_point(|queued| queued.end_offset() <= offset);
+        (index < self.queue.len() && self.queue[index].start <= offset).then_some(index)
+    }
+
+    fn record_flight(&mut self, range: Range<u64>, connection: ConnectionId, now: Instant) {
+        if let Some(old) = self.flight_at.remove(&range.start) {
+            self.flights.remove(&old);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.flight_at.insert(range.start, seq);
+        self.flights.insert(
+            seq,
+            Flight {
+                start: range.start,
+                end: range.end,
+                connection,
+                sent_at: now,
+            },
+        );
+    }
+
+    /// Takes an acknowledgement: everything below `acknowledged` and the `received` ranges above
+    /// it have arrived. Returns how many units it newly acknowledged cumulatively.
+    pub fn on_ack(
+        &mut self,
+        acknowledged: u64,
+        received: &[Range<u64>],
+    ) -> Result<u64, AckBeyondSent> {
+        let claimed = received
+            .iter()
+            .map(|range| range.end)
+            .fold(acknowledged, u64::max);
+        if claimed > self.next_new {
+            return Err(AckBeyondSent {
+                acknowledged: claimed,
+                sent: self.next_new,
+            });
+        }
+        let newly = acknowledged.saturating_sub(self.acked);
+        if newly > 0 {
+            self.acked = acknowledged;
+            while self
+                .queue
+                .front()
+                .is_some_and(|queued| queued.end_offset() <= self.acked)
+            {
+                if let Some(queued) = self.queue.pop_front() {
+                    self.queued_bytes -= queued.data.len();
+                }
+            }
+            self.lost.remove_below(self.acked);
+            self.received.remove_below(self.acked);
+            self.acknowledge_flights(0..self.acked);
+        }
+        for range in received {
+            let range = range.start.max(self.acked)..range.end;
+            if range.is_empty() {
+                continue;
+            }
+            self.received.insert(range.clone());
+            self.lost.remove(range.clone());
+            self.acknowledge_flights(range);
+        }
+        Ok(newly)
+    }
+
+    /// Drops the flights lying wholly inside `range`, noting the latest acknowledged.
+    fn acknowledge_flights(&mut self, range: Range<u64>) {
+        let starts: Vec<(u64, u64)> = self
+            .flight_at
+            .range(range.clone())
+            .map(|(&start, &seq)| (start, seq))
+            .collect();
+        for (start, seq) in starts {
+            if self.flights.get(&seq).is_some_and(|f| f.end <= range.end) {
+                self.flights.remove(&seq);
+                self.flight_at.remove(&start);
+                self.largest_acked_seq = Some(self.largest_acked_seq.map_or(seq, |l| l.max(seq)));
+            }
+        }
+    }
+
+    /// Declares lost the flights that a later acknowledged flight has overtaken: by
+    /// [`PACKET_THRESHOLD`] sends, or by `loss_delay` of time. Returns how many.
+    pub fn detect_lost(&mut self, now: Instant, loss_delay: Duration) -> usize {
+        let Some(largest) = self.largest_acked_seq else {
+            return 0;
+        };
+        let overtaken: Vec<u64> = self
+            .flights
+            .range(..largest)
+            .take_while(|&(&seq, flight)| {
+                seq + PACKET_THRESHOLD <= largest || flight.sent_at + loss_delay <= now
+            })
+            .map(|(&seq, _)| seq)
+            .collect();
+        self.declare_lost(&overtaken)
+    }
+
+    /// When the oldest overtaken flight, not yet lost, will be by time; `None` if none is.
+    pub fn loss_time(&self, loss_delay: Duration) -> Option<Instant> {
+        let largest = self.largest_acked_seq?;
+        self.flights
+            .range(..largest)
+            .next()
+            .map(|(_, flight)| flight.sent_at + loss_delay)
+    }
+
+    /// Declares lost every flight sent at or before `now - rto`. Returns how many.
+    pub fn on_timeout(&mut self, now: Instant, rto: Duration) -> usize {
+        let expired: Vec<u64> = self
+            .flights
+            .iter()
+            .take_while(|(_, flight)| flight.sent_at + rto <= now)
+            .map(|(&seq, _)| seq)
+            .collect();
+        self.declare_lost(&expired)
+    }
+
+    /// When the oldest flight's retransmission timeout passes.
+    pub fn timeout_at(&self, rto: Duration) -> Option<Instant> {
+        self.flights
+            .first_key_value()
+            .map(|(_, flight)| flight.sent_at + rto)
+    }
+
+    /// Declares lost every flight sent on `connection`, which died. Returns how many.
+    pub fn on_connection_lost(&mut self, connection: ConnectionId) -> usize {
+        let on_it: Vec<u64> = self
+            .flights
+            .iter()
+            .filter(|(_, flight)| flight.connection == connection)
+            .map(|(&seq, _)| seq)
+            .collect();
+        self.declare_lost(&on_it)
+    }
+
+    fn declare_lost(&mut self, seqs: &[u64]) -> usize {
+        for seq in seqs {
+            let Some(flight) = self.flights.remove(seq) else {
+                continue;
+            };
+            self.flight_at.remove(&flight.start);
+            let range = flight.start.max(self.acked)..flight.end;
+            self.lost.insert(range.clone());
+            for received in self.received.overlapping(range) {
+                self.lost.remove(received);
+            }
+        }
+        seqs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;
