@@ -1,5 +1,8 @@
 //! Unit tests of the send side: cutting, acknowledgement, loss detection and retransmission.
 
+// One received range is the common case of an acknowledgement.
+#![allow(clippy::single_range_in_vec_init)]
+
 use super::*;
 use crate::engine::reassembly::Reassembler;
 use atbus_proto::protocol::AtbusCloseReason;
