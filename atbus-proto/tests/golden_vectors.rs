@@ -131,11 +131,13 @@ fn vectors() -> Vec<(&'static str, FrameMessage)> {
                             stream_id: 1,
                             acknowledge_offset: 4096,
                             received_max_offset: 8192,
+                            ..Default::default()
                         },
                         StreamAcknowledge {
                             stream_id: -1,
                             acknowledge_offset: 10,
                             received_max_offset: 10,
+                            ..Default::default()
                         },
                     ],
                     timepoint_microseconds: TIMEPOINT,

@@ -1,22 +1,33 @@
 //! The sans-IO protocol engine: streams, acknowledgements, fragmentation, retransmission and flow
 //! control as a state machine fed with bytes and time, with no sockets, tasks or clock of its own.
 //!
-//! It is being built bottom-up. What is here: [`message`] (messages as the application sees them),
-//! [`transmit`] (connection handles and bytes to send) and `reassembly` (the receive side of one
-//! stream direction). The endpoint that ties them to
-//! connections and the send side come next; until then the internal pieces are exercised by their
-//! unit tests only.
+//! An [`Endpoint`] is one node's protocol state. The runtime around it registers connections
+//! ([`Endpoint::add_connection`]), feeds it what arrives ([`Endpoint::handle_input`]) and the
+//! passing of time ([`Endpoint::handle_timeout`]), and drains what it produces
+//! ([`Endpoint::poll_transmit`], [`Endpoint::poll_event`], [`Endpoint::poll_timeout`]). The
+//! application queues messages with [`Endpoint::send`] and takes them with [`Endpoint::read`].
+//! The stream rules it implements are those of `docs/protocol.md` section 5.
 
+mod config;
+mod connection;
+mod endpoint;
+mod error;
+mod event;
 pub mod message;
-pub mod transmit;
-// The pieces below are used by the endpoint, which is not written yet.
-#[allow(dead_code)]
+mod peer;
 pub(crate) mod piece;
-#[allow(dead_code)]
 pub(crate) mod ranges;
-#[allow(dead_code)]
 pub(crate) mod reassembly;
-#[allow(dead_code)]
-pub(crate) mod rtt;
-#[allow(dead_code)]
+mod rtt;
 pub(crate) mod send;
+mod stats;
+pub mod transmit;
+mod wire;
+
+pub use config::{ConnectionKind, ConnectionParams, EngineConfig};
+pub use endpoint::{Endpoint, MIN_MTU};
+pub use error::{ConnectionError, SendError};
+pub use event::Event;
+pub use message::{MessageMeta, ReceivedMessage};
+pub use stats::EngineStats;
+pub use transmit::{ConnectionId, Transmit};

@@ -84,6 +84,11 @@ impl Reassembler {
         }
     }
 
+    /// Everything below this offset has been taken by the application (or skipped by a reset).
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
     /// Everything below this offset has been received.
     pub fn acknowledge_offset(&self) -> u64 {
         self.contiguous
@@ -190,6 +195,19 @@ impl Reassembler {
         while let Some(piece) = self.pieces.get(&self.contiguous) {
             self.contiguous = piece.end_offset();
         }
+    }
+
+    /// Whether the next whole message has arrived.
+    pub fn has_message(&self) -> bool {
+        let mut offset = self.delivered;
+        while let Some(piece) = self.pieces.get(&offset) {
+            match piece.end {
+                PieceEnd::None => offset = piece.end_offset(),
+                PieceEnd::Message => return true,
+                PieceEnd::Stream(_) => return false,
+            }
+        }
+        false
     }
 
     /// Takes the next whole message, if it has arrived.

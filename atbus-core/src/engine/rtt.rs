@@ -64,16 +64,6 @@ impl RttEstimator {
         self.smoothed.is_some()
     }
 
-    /// The most recent sample (the initial guess before any).
-    pub fn latest(&self) -> Duration {
-        self.latest
-    }
-
-    /// The smallest sample seen (the initial guess before any).
-    pub fn min(&self) -> Duration {
-        self.min
-    }
-
     /// The retransmission timeout before backoff: smoothed RTT plus four variations.
     pub fn rto(&self) -> Duration {
         self.smoothed() + (self.variation * 4).max(GRANULARITY)

@@ -68,7 +68,7 @@ pub(crate) struct AckBeyondSent {
 }
 
 /// Sends one stream direction.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SendStream {
     /// Messages not wholly acknowledged, in order.
     queue: VecDeque<Queued>,
@@ -94,12 +94,34 @@ pub(crate) struct SendStream {
     next_seq: u64,
     /// The highest send sequence number acknowledged so far.
     largest_acked_seq: Option<u64>,
+    /// The peer accepts units below this offset: no data is sent at or above it.
+    window: u64,
+    /// Whether `window` came from the peer, rather than the initial assumption.
+    window_announced: bool,
+    /// Since when new data has waited for the window with nothing in flight.
+    blocked_since: Option<Instant>,
 }
 
 impl SendStream {
-    /// An empty stream direction.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty stream direction whose peer accepts units below `window` until it says otherwise.
+    pub fn new(window: u64) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            acked: 0,
+            next_new: 0,
+            end: 0,
+            finished: false,
+            lost: RangeSet::default(),
+            received: RangeSet::default(),
+            flights: BTreeMap::new(),
+            flight_at: BTreeMap::new(),
+            next_seq: 0,
+            largest_acked_seq: None,
+            window,
+            window_announced: false,
+            blocked_since: None,
+        }
     }
 
     /// Queues a message; returns the offset of its first unit, or `None` once the stream is
@@ -147,6 +169,7 @@ impl SendStream {
     }
 
     /// Everything below this offset is acknowledged.
+    #[cfg(test)]
     pub fn acked(&self) -> u64 {
         self.acked
     }
@@ -161,12 +184,76 @@ impl SendStream {
         self.finished && self.is_idle()
     }
 
-    /// Whether anything waits to be sent: lost ranges or never-sent units.
+    /// Whether anything may be sent now: lost ranges or new units, inside the peer's window.
     pub fn has_pending(&self) -> bool {
-        !self.lost.is_empty() || self.next_new < self.end
+        self.lost
+            .first()
+            .is_some_and(|range| range.start < self.window)
+            || self.next_new < self.end.min(self.window)
+    }
+
+    /// Whether new units wait for the peer's window with nothing in flight to bring an update:
+    /// the sender then probes (an empty packet) so the peer answers with its window.
+    pub fn window_blocked(&self) -> bool {
+        self.flights.is_empty() && !self.has_pending() && self.next_new < self.end
+            || self.flights.is_empty() && !self.lost.is_empty() && !self.has_pending()
+    }
+
+    /// When a window probe is due: `interval` after the stream became blocked.
+    pub fn probe_at(&self, interval: Duration) -> Option<Instant> {
+        self.blocked_since.map(|since| since + interval)
+    }
+
+    /// Notes the stream's window state at `now`: starts or clears the blocked time.
+    pub fn note_blocked(&mut self, now: Instant) {
+        if !self.window_blocked() {
+            self.blocked_since = None;
+        } else if self.blocked_since.is_none() {
+            self.blocked_since = Some(now);
+        }
+    }
+
+    /// Restarts the probe interval after a probe went out at `now`.
+    pub fn probed(&mut self, now: Instant) {
+        self.blocked_since = Some(now);
+    }
+
+    /// Takes the peer's window: units below `offset` are accepted. The first announcement
+    /// replaces the initial assumption, smaller or not; later ones only ever grow it. Returns
+    /// whether it grew.
+    pub fn update_window(&mut self, offset: u64) -> bool {
+        if !self.window_announced {
+            self.window_announced = true;
+            let grew = offset > self.window;
+            self.window = offset;
+            return grew;
+        }
+        if offset > self.window {
+            self.window = offset;
+            self.blocked_since = None;
+            return true;
+        }
+        false
+    }
+
+    /// The first unit never sent.
+    pub fn next_new(&self) -> u64 {
+        self.next_new
+    }
+
+    /// Where the next piece starts, and the metadata it carries if it begins a message.
+    pub fn peek_next(&self) -> Option<(u64, Option<&MessageMeta>)> {
+        let from = match self.lost.first() {
+            Some(range) if range.start < self.window => range.start,
+            _ if self.next_new < self.end.min(self.window) => self.next_new,
+            _ => return None,
+        };
+        let queued = &self.queue[self.queue_index(from)?];
+        Some((from, (queued.start == from).then_some(&queued.meta)))
     }
 
     /// Pieces currently in flight.
+    #[cfg(test)]
     pub fn flights(&self) -> impl Iterator<Item = &Flight> {
         self.flights.values()
     }
@@ -182,14 +269,18 @@ impl SendStream {
         now: Instant,
     ) -> Option<Piece> {
         let (from, limit) = match self.lost.first() {
-            Some(range) => (range.start, range.end),
-            None if self.next_new < self.end => (self.next_new, self.end),
-            None => return None,
+            Some(range) if range.start < self.window => (range.start, range.end.min(self.window)),
+            _ if self.next_new < self.end.min(self.window) => (self.next_new, self.window),
+            _ => return None,
         };
         let index = self.queue_index(from)?;
         let queued = &self.queue[index];
         let data_end = queued.start + queued.data.len() as u64;
-        let piece_data_end = data_end.min(limit).min(from + max_data as u64);
+        let mut piece_data_end = data_end.min(limit).min(from + max_data as u64);
+        if piece_data_end == data_end && data_end >= self.window && from >= self.next_new {
+            // The end unit would fall outside the peer's window: stop one byte short.
+            piece_data_end = data_end.min(self.window).saturating_sub(1).max(from);
+        }
         if from < data_end && piece_data_end <= from {
             return None; // no room for a single byte
         }

@@ -32,7 +32,7 @@ fn all_pieces(stream: &mut SendStream, max_data: usize, now: Instant) -> Vec<Pie
 
 #[test]
 fn a_message_is_cut_to_the_room_given_and_only_the_last_piece_ends_it() {
-    let mut stream = SendStream::new();
+    let mut stream = SendStream::new(u64::MAX);
     let now = Instant::now();
     assert_eq!(
         stream.push(Bytes::from_static(b"hello, world"), typed(101)),
@@ -53,7 +53,7 @@ fn a_message_is_cut_to_the_room_given_and_only_the_last_piece_ends_it() {
 
 #[test]
 fn small_messages_come_out_one_piece_each_and_zero_length_ones_take_one_unit() {
-    let mut stream = SendStream::new();
+    let mut stream = SendStream::new(u64::MAX);
     let now = Instant::now();
     assert_eq!(stream.push(Bytes::from_static(b"a"), typed(0)), Some(0));
     assert_eq!(stream.push(Bytes::new(), typed(1)), Some(2));
@@ -68,7 +68,7 @@ fn small_messages_come_out_one_piece_each_and_zero_length_ones_take_one_unit() {
 
 #[test]
 fn no_room_for_a_byte_gives_no_piece() {
-    let mut stream = SendStream::new();
+    let mut stream = SendStream::new(u64::MAX);
     stream.push(Bytes::from_static(b"x"), MessageMeta::default());
     assert!(stream.take_piece(0, A, Instant::now()).is_none());
     assert!(stream.has_pending());
@@ -76,7 +76,7 @@ fn no_room_for_a_byte_gives_no_piece() {
 
 #[test]
 fn acknowledgement_releases_the_queued_bytes() {
-    let mut stream = SendStream::new();
+    let mut stream = SendStream::new(u64::MAX);
     let now = Instant::now();
     stream.push(Bytes::from(vec![1; 100]), MessageMeta::default());
     stream.push(Bytes::from(vec![2; 50]), MessageMeta::default());
@@ -97,7 +97,7 @@ fn acknowledgement_releases_the_queued_bytes() {
 
 #[test]
 fn acknowledging_units_never_sent_is_an_error() {
-    let mut stream = SendStream::new();
+    let mut stream = SendStream::new(u64::MAX);
     stream.push(Bytes::from(vec![1; 10]), MessageMeta::default());
     stream.take_piece(4, A, Instant::now());
     assert_eq!(
@@ -113,7 +113,7 @@ fn acknowledging_units_never_sent_is_an_error() {
 
 #[test]
 fn a_flight_overtaken_by_three_acknowledged_ones_is_resent_without_copying() {
-    let mut stream = SendStream::new();
+    let mut stream = SendStream::new(u64::MAX);
     let now = Instant::now();
     let data = Bytes::from(vec![7; 50]);
     stream.push(data.clone(), MessageMeta::default());
@@ -140,7 +140,7 @@ fn a_flight_overtaken_by_three_acknowledged_ones_is_resent_without_copying() {
 
 #[test]
 fn a_flight_overtaken_by_one_is_lost_only_after_the_loss_delay() {
-    let mut stream = SendStream::new();
+    let mut stream = SendStream::new(u64::MAX);
     let start = Instant::now();
     stream.push(Bytes::from(vec![7; 20]), MessageMeta::default());
     stream.take_piece(10, A, start);
@@ -160,7 +160,7 @@ fn a_flight_overtaken_by_one_is_lost_only_after_the_loss_delay() {
 
 #[test]
 fn the_retransmission_timeout_declares_old_flights_lost() {
-    let mut stream = SendStream::new();
+    let mut stream = SendStream::new(u64::MAX);
     let start = Instant::now();
     stream.push(Bytes::from(vec![7; 20]), MessageMeta::default());
     stream.take_piece(10, A, start);
@@ -176,7 +176,7 @@ fn the_retransmission_timeout_declares_old_flights_lost() {
 
 #[test]
 fn the_flights_of_a_dead_connection_are_resent_on_another() {
-    let mut stream = SendStream::new();
+    let mut stream = SendStream::new(u64::MAX);
     let now = Instant::now();
     stream.push(Bytes::from(vec![7; 30]), MessageMeta::default());
     stream.take_piece(10, A, now);
@@ -192,7 +192,7 @@ fn the_flights_of_a_dead_connection_are_resent_on_another() {
 
 #[test]
 fn ranges_the_peer_reported_received_are_not_resent() {
-    let mut stream = SendStream::new();
+    let mut stream = SendStream::new(u64::MAX);
     let now = Instant::now();
     stream.push(Bytes::from(vec![7; 30]), MessageMeta::default());
     stream.take_piece(30, A, now); // one flight [0, 31)
@@ -207,7 +207,7 @@ fn ranges_the_peer_reported_received_are_not_resent() {
 
 #[test]
 fn the_stream_end_is_one_unit_after_the_last_message_and_nothing_follows_it() {
-    let mut stream = SendStream::new();
+    let mut stream = SendStream::new(u64::MAX);
     let now = Instant::now();
     stream.push(Bytes::from_static(b"bye"), MessageMeta::default());
     assert_eq!(stream.finish(shutdown()), Some(4));
@@ -235,7 +235,7 @@ proptest! {
         max_data in 1usize..120,
         drops in proptest::collection::vec(any::<bool>(), 64),
     ) {
-        let mut sender = SendStream::new();
+        let mut sender = SendStream::new(u64::MAX);
         let mut receiver = Reassembler::new(1 << 30, u64::MAX);
         for message in &messages {
             sender.push(Bytes::from(message.clone()), MessageMeta::default());
@@ -271,4 +271,41 @@ proptest! {
         prop_assert_eq!(sender.queued_bytes(), 0);
         prop_assert_eq!(sender.flights().count(), 0);
     }
+}
+
+#[test]
+fn new_data_stops_at_the_peers_window_and_resumes_when_it_grows() {
+    let mut stream = SendStream::new(10);
+    let now = Instant::now();
+    stream.push(Bytes::from(vec![1; 9]), MessageMeta::default()); // units [0, 10)
+    stream.push(Bytes::from(vec![2; 5]), MessageMeta::default()); // units [10, 16)
+    let pieces = all_pieces(&mut stream, 100, now);
+    assert_eq!(pieces.len(), 1);
+    assert_eq!(
+        pieces[0].end_offset(),
+        10,
+        "the first message and its end fit exactly"
+    );
+    assert!(!stream.has_pending());
+    stream.on_ack(10, &[]).unwrap();
+    assert!(stream.window_blocked(), "data waits, nothing in flight");
+    stream.note_blocked(now);
+    assert_eq!(stream.probe_at(MS), Some(now + MS));
+    // The first announcement replaces the assumption even when smaller; later ones only grow it.
+    assert!(!stream.update_window(5));
+    assert!(stream.update_window(15));
+    assert!(!stream.update_window(12));
+    let piece = stream
+        .take_piece(100, A, now)
+        .expect("a piece inside the window");
+    assert_eq!((piece.start, piece.end_offset()), (10, 14));
+    assert_eq!(
+        piece.end,
+        PieceEnd::None,
+        "the end unit would be outside: one byte short"
+    );
+    assert!(stream.update_window(16));
+    let piece = stream.take_piece(100, A, now).expect("the rest");
+    assert_eq!((piece.start, piece.end_offset()), (14, 16));
+    assert_eq!(piece.end, PieceEnd::Message);
 }

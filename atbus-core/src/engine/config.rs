@@ -1,0 +1,123 @@
+//! Limits and timers of the engine, with the defaults a service gets when it sets nothing.
+
+use std::time::Duration;
+
+/// Limits and timers of an [`Endpoint`](super::Endpoint).
+///
+/// Memory an endpoint spends on one peer is bounded by `peer_send_window` (data queued until
+/// acknowledged) plus `peer_receive_budget` (data received and not yet taken), whatever the peer
+/// sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    /// The largest message, in bytes, that may be sent or received. Default 64 MiB.
+    pub max_message_size: usize,
+    /// Units (about bytes) one stream may have queued and not yet acknowledged; a send beyond it
+    /// returns `WouldBlock`. A single message may always be queued on an idle stream. Default 4 MiB.
+    pub stream_send_window: u64,
+    /// The same, for all streams to one peer together. Default 16 MiB.
+    pub peer_send_window: u64,
+    /// Bytes received from one peer and not yet taken by the application, across its streams;
+    /// beyond it, data on datagram connections is dropped (and resent later) and stream
+    /// connections stop being read. At least `max_message_size`. Default 80 MiB.
+    pub peer_receive_budget: usize,
+    /// Units one stream of a peer may send beyond what the application has taken: the window
+    /// announced in acknowledgements (never more than the peer's share of
+    /// `peer_receive_budget`). At least `max_message_size + 1`, or the largest messages could never
+    /// be reassembled. Default 64 MiB + 64 KiB.
+    pub stream_receive_window: u64,
+    /// The window assumed for a peer's stream until its first acknowledgement says otherwise.
+    /// Default 1 MiB.
+    pub initial_window: u64,
+    /// Streams a peer may open towards this endpoint. Default 1024.
+    pub max_streams_per_peer: usize,
+    /// The longest an acknowledgement is held back to be coalesced with others. Default 5 ms.
+    pub max_ack_delay: Duration,
+    /// An acknowledgement goes out at once after this many packets. Default 2.
+    pub ack_every_packets: u32,
+    /// Most received ranges reported per stream in an acknowledgement. Default 16.
+    pub max_ack_ranges: usize,
+    /// The RTT assumed before the first sample. Default 100 ms.
+    pub initial_rtt: Duration,
+    /// Lower bound of the retransmission timeout. Default 20 ms.
+    pub min_rto: Duration,
+    /// Upper bound of the retransmission timeout after backoff. Default 10 s.
+    pub max_rto: Duration,
+    /// A connection that has sent nothing for this long is pinged. Default 5 s.
+    pub keep_alive_interval: Duration,
+    /// A connection silent for this long is declared dead. Default 30 s.
+    pub idle_timeout: Duration,
+    /// Frames of more bytes than this are refused by the codec. Default 2 MiB.
+    pub max_frame_length: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: 64 * 1024 * 1024,
+            stream_send_window: 4 * 1024 * 1024,
+            peer_send_window: 16 * 1024 * 1024,
+            peer_receive_budget: 80 * 1024 * 1024,
+            stream_receive_window: 64 * 1024 * 1024 + 64 * 1024,
+            initial_window: 1024 * 1024,
+            max_streams_per_peer: 1024,
+            max_ack_delay: Duration::from_millis(5),
+            ack_every_packets: 2,
+            max_ack_ranges: 16,
+            initial_rtt: Duration::from_millis(100),
+            min_rto: Duration::from_millis(20),
+            max_rto: Duration::from_secs(10),
+            keep_alive_interval: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            max_frame_length: atbus_proto::DEFAULT_MAX_FRAME_LENGTH,
+        }
+    }
+}
+
+/// How a connection carries frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionKind {
+    /// Whole datagrams, possibly lost, duplicated or reordered (UDP).
+    Datagram,
+    /// An ordered byte stream (TCP, TLS, Unix, QUIC streams, in-process).
+    Stream,
+}
+
+/// What the engine needs to know of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionParams {
+    /// Datagram or stream.
+    pub kind: ConnectionKind,
+    /// The most bytes of one transmit: a datagram's payload, or a batch of frames on a stream.
+    pub mtu: usize,
+}
+
+impl ConnectionParams {
+    /// UDP over IPv4: 548 bytes, what every IPv4 path carries (576 less IP and UDP headers).
+    pub const fn datagram_ipv4() -> Self {
+        Self {
+            kind: ConnectionKind::Datagram,
+            mtu: 548,
+        }
+    }
+
+    /// UDP over IPv6: 1232 bytes (the IPv6 minimum MTU of 1280, less headers).
+    pub const fn datagram_ipv6() -> Self {
+        Self {
+            kind: ConnectionKind::Datagram,
+            mtu: 1232,
+        }
+    }
+
+    /// A stream transport, in batches of 64 KiB.
+    pub const fn stream() -> Self {
+        Self {
+            kind: ConnectionKind::Stream,
+            mtu: 64 * 1024,
+        }
+    }
+
+    /// The same kind with another MTU.
+    pub const fn with_mtu(self, mtu: usize) -> Self {
+        Self { mtu, ..self }
+    }
+}

@@ -1,0 +1,348 @@
+//! The endpoint: one node's whole protocol state, driven by bytes and time.
+//!
+//! The runtime around it tells it about connections (`add_connection`, `connection_lost`), feeds
+//! it what arrives (`handle_input`) and the passing of time (`handle_timeout`), and drains what
+//! it produces (`poll_transmit`, `poll_event`, `poll_timeout`). The application sends with
+//! `send` and `finish` and reads with `read`. Input handling is in `endpoint/input.rs`, output in
+//! `endpoint/output.rs`, timers in `endpoint/timers.rs`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use atbus_proto::protocol::CloseReasonData;
+use atbus_proto::{CodecConfig, FrameCodec};
+use bytes::Bytes;
+
+use super::config::{ConnectionParams, EngineConfig};
+use super::connection::Connection;
+use super::error::{ConnectionError, SendError};
+use super::event::Event;
+use super::message::{MessageMeta, ReceivedMessage};
+use super::peer::Peer;
+use super::rtt::RttEstimator;
+use super::send::SendStream;
+use super::stats::EngineStats;
+use super::transmit::ConnectionId;
+
+mod input;
+mod output;
+mod timers;
+
+/// The smallest MTU a connection may have: room for the headers and some data.
+pub const MIN_MTU: usize = 128;
+
+/// One node's protocol engine. See the [module documentation](super).
+#[derive(Debug)]
+pub struct Endpoint {
+    name: String,
+    config: EngineConfig,
+    codec: FrameCodec,
+    /// Origin of the timepoints this endpoint writes.
+    epoch: Instant,
+    connections: BTreeMap<ConnectionId, Connection>,
+    peers: BTreeMap<String, Peer>,
+    events: VecDeque<Event>,
+    /// The connection the next `poll_transmit` looks at first (round robin).
+    next_connection: ConnectionId,
+    stats: EngineStats,
+}
+
+impl Endpoint {
+    /// An endpoint for the node `name`, created at `now`.
+    pub fn new(name: impl Into<String>, config: EngineConfig, now: Instant) -> Self {
+        let codec_config = CodecConfig::default()
+            .with_max_frame_length(config.max_frame_length)
+            .unwrap_or_default();
+        Self {
+            name: name.into(),
+            codec: FrameCodec::new(codec_config),
+            config,
+            epoch: now,
+            connections: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            events: VecDeque::new(),
+            next_connection: ConnectionId(0),
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The limits this endpoint runs with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Counters of what the endpoint did.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Registers a live connection to `peer`. The engine starts using it at once: it pings it
+    /// for an RTT sample, and sends on it when it is the peer's best.
+    pub fn add_connection(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+        peer: &str,
+        params: ConnectionParams,
+    ) -> Result<(), ConnectionError> {
+        if self.connections.contains_key(&id) {
+            return Err(ConnectionError::DuplicateId(id));
+        }
+        if params.mtu < MIN_MTU {
+            return Err(ConnectionError::MtuTooSmall {
+                mtu: params.mtu,
+                min: MIN_MTU,
+            });
+        }
+        let rtt = RttEstimator::new(self.config.initial_rtt);
+        self.connections
+            .insert(id, Connection::new(peer.to_string(), params, rtt, now));
+        let entry = self.peers.entry(peer.to_string()).or_default();
+        entry.connections.push(id);
+        if !entry.reachable {
+            entry.reachable = true;
+            self.events.push_back(Event::PeerReachable {
+                peer: peer.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The runtime lost `connection` (reset, closed, unreachable): what was in flight on it is
+    /// resent on the peer's other connections.
+    pub fn connection_lost(&mut self, now: Instant, connection: ConnectionId) {
+        let reason = CloseReasonData {
+            code: atbus_proto::protocol::AtbusCloseReason::PeerReset as i32,
+            message: "the transport reported the connection lost".into(),
+        };
+        self.drop_connection(now, connection, reason);
+    }
+
+    /// Forgets `connection`, resends its flights elsewhere and tells the application.
+    fn drop_connection(
+        &mut self,
+        _now: Instant,
+        connection: ConnectionId,
+        reason: CloseReasonData,
+    ) {
+        let Some(state) = self.connections.remove(&connection) else {
+            return;
+        };
+        self.stats.connections_lost += 1;
+        let peer_name = state.peer;
+        if let Some(peer) = self.peers.get_mut(&peer_name) {
+            peer.connections.retain(|&id| id != connection);
+            if peer.ack_connection == Some(connection) {
+                peer.ack_connection = None;
+            }
+            for stream in peer.send.values_mut() {
+                self.stats.flights_lost += stream.on_connection_lost(connection) as u64;
+            }
+            if peer.connections.is_empty() && peer.reachable {
+                peer.reachable = false;
+                self.events.push_back(Event::PeerUnreachable {
+                    peer: peer_name.clone(),
+                });
+            }
+        }
+        self.events.push_back(Event::ConnectionLost {
+            connection,
+            peer: peer_name,
+            reason,
+        });
+    }
+
+    /// Queues `data` as one message on `stream_id` to `peer`. The peer need not be connected:
+    /// the message waits (within the send windows) until a connection to it is added.
+    ///
+    /// Returns the offset of the message in the stream.
+    pub fn send(
+        &mut self,
+        peer: &str,
+        stream_id: i64,
+        data: Bytes,
+        meta: MessageMeta,
+    ) -> Result<u64, SendError> {
+        if stream_id < 0 {
+            return Err(SendError::ReservedStream { stream_id });
+        }
+        self.queue_message(peer, stream_id, data, meta)
+    }
+
+    /// Queues a message on any stream, internal ones included.
+    pub(crate) fn queue_message(
+        &mut self,
+        peer_name: &str,
+        stream_id: i64,
+        data: Bytes,
+        meta: MessageMeta,
+    ) -> Result<u64, SendError> {
+        if data.len() > self.config.max_message_size {
+            return Err(SendError::MessageTooLarge {
+                size: data.len(),
+                max: self.config.max_message_size,
+            });
+        }
+        let room = MIN_MTU / 2;
+        let meta_size = super::wire::fragment_overhead(Some(&meta));
+        if meta_size > room {
+            return Err(SendError::MetadataTooLarge {
+                size: meta_size,
+                room,
+            });
+        }
+        let units = data.len() as u64 + 1;
+        let initial_window = self.config.initial_window;
+        let peer = self.peers.entry(peer_name.to_string()).or_default();
+        let stream = peer
+            .send
+            .entry(stream_id)
+            .or_insert_with(|| SendStream::new(initial_window));
+        let over_stream = stream.unacked_units() > 0
+            && stream.unacked_units() + units > self.config.stream_send_window;
+        let over_peer =
+            peer.unacked_units > 0 && peer.unacked_units + units > self.config.peer_send_window;
+        if over_stream || over_peer {
+            peer.blocked.insert(stream_id);
+            self.stats.would_block += 1;
+            return Err(SendError::WouldBlock {
+                peer: peer_name.to_string(),
+            });
+        }
+        let offset = stream
+            .push(data, meta)
+            .ok_or_else(|| SendError::StreamFinished {
+                peer: peer_name.to_string(),
+                stream_id,
+            })?;
+        peer.unacked_units += units;
+        self.stats.messages_sent += 1;
+        Ok(offset)
+    }
+
+    /// Finishes this endpoint's direction of `stream_id`: after the messages already queued, the
+    /// peer learns the stream ended, with `reason`. [`Event::StreamClosed`] follows once all of it
+    /// is acknowledged.
+    pub fn finish(
+        &mut self,
+        peer_name: &str,
+        stream_id: i64,
+        reason: CloseReasonData,
+    ) -> Result<(), SendError> {
+        let initial_window = self.config.initial_window;
+        let peer = self.peers.entry(peer_name.to_string()).or_default();
+        let stream = peer
+            .send
+            .entry(stream_id)
+            .or_insert_with(|| SendStream::new(initial_window));
+        stream
+            .finish(reason)
+            .ok_or_else(|| SendError::StreamFinished {
+                peer: peer_name.to_string(),
+                stream_id,
+            })?;
+        peer.unacked_units += 1;
+        Ok(())
+    }
+
+    /// Takes the next whole message of `stream_id` from `peer`, if one has arrived.
+    pub fn read(&mut self, peer_name: &str, stream_id: i64) -> Option<ReceivedMessage> {
+        let peer = self.peers.get_mut(peer_name)?;
+        let stream = peer.recv.get_mut(&stream_id)?;
+        let before = stream.reassembler.held();
+        let message = stream.reassembler.pop_message();
+        peer.received_held -= before - stream.reassembler.held();
+        match &message {
+            Some(_) => self.stats.messages_received += 1,
+            None => stream.readable = false,
+        }
+        if let Some(finished) = stream.reassembler.pop_finished() {
+            self.events.push_back(Event::StreamFinished {
+                peer: peer_name.to_string(),
+                stream_id,
+                reason: finished.reason,
+            });
+        }
+        // Tell the peer soon when reading opened its window by a good part, or at all while the
+        // peer may be waiting on it.
+        let (budget, stream_window) = (
+            self.config.peer_receive_budget,
+            self.config.stream_receive_window,
+        );
+        let quarter = stream_window / 4;
+        if let Some(peer) = self.peers.get_mut(peer_name) {
+            let window = peer.window_offset(stream_id, budget, stream_window);
+            if let Some(stream) = peer.recv.get(&stream_id) {
+                let peer_may_wait = stream.advertised <= stream.reassembler.received_max_offset();
+                if window >= stream.advertised.saturating_add(quarter)
+                    || (window > stream.advertised && peer_may_wait)
+                {
+                    peer.ack_pending.insert(stream_id);
+                    peer.ack_now = true;
+                }
+            }
+        }
+        message
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Whether the runtime should read more from `connection`: false while the peer's data
+    /// already fills its receive budget (a stream transport then pauses reading; a datagram
+    /// transport may read and let the engine drop).
+    pub fn wants_input(&self, connection: ConnectionId) -> bool {
+        self.connections
+            .get(&connection)
+            .and_then(|state| self.peers.get(&state.peer))
+            .is_none_or(|peer| peer.received_held < self.config.peer_receive_budget)
+    }
+
+    /// Bytes the endpoint holds for applications: queued until acknowledged, or received and not
+    /// yet read.
+    pub fn memory(&self) -> usize {
+        self.peers
+            .values()
+            .map(|peer| {
+                peer.received_held
+                    + peer
+                        .send
+                        .values()
+                        .map(SendStream::queued_bytes)
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
+    /// The names of the peers with at least one live connection.
+    pub fn reachable_peers(&self) -> impl Iterator<Item = &str> {
+        self.peers
+            .iter()
+            .filter(|(_, peer)| peer.reachable)
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// The smoothed RTT of `connection`, once it has a sample.
+    pub fn rtt(&self, connection: ConnectionId) -> Option<std::time::Duration> {
+        self.connections
+            .get(&connection)
+            .filter(|state| state.rtt.has_sample())
+            .map(|state| state.rtt.smoothed())
+    }
+
+    /// Microseconds since the epoch, never 0: the timepoint written in packets and pings.
+    fn timepoint(&self, now: Instant) -> i64 {
+        i64::try_from(now.saturating_duration_since(self.epoch).as_micros()).unwrap_or(i64::MAX - 1)
+            + 1
+    }
+}
+
+#[cfg(test)]
+mod tests;

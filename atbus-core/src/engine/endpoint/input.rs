@@ -1,0 +1,302 @@
+//! What the endpoint does with bytes that arrive: frames decoded, checked against the
+//! connection's peer, and dispatched to pings, packets and acknowledgements.
+
+use std::time::{Duration, Instant};
+
+use atbus_proto::Decoded;
+use atbus_proto::protocol::frame_message::Body;
+use atbus_proto::protocol::{
+    AcknowledgeData, AtbusCloseReason, AtbusPacketFlagType, CloseReasonData, FrameMessage,
+    PacketData, PingData,
+};
+use bytes::Bytes;
+
+use super::Endpoint;
+use crate::engine::config::ConnectionKind;
+use crate::engine::event::Event;
+use crate::engine::peer::RecvStream;
+use crate::engine::reassembly::{Inserted, Reassembler};
+use crate::engine::transmit::ConnectionId;
+use crate::engine::wire::{decode_packet, has_flag};
+
+/// Memory a held piece is charged beyond its data, as the reassembler counts it.
+const PIECE_COST_BOUND: usize = 64;
+
+impl Endpoint {
+    /// Takes bytes that arrived on `connection`: a datagram, or the next bytes of a stream.
+    pub fn handle_input(&mut self, now: Instant, connection: ConnectionId, data: Bytes) {
+        let Some(state) = self.connections.get_mut(&connection) else {
+            self.stats.unknown_connection += 1;
+            return;
+        };
+        self.stats.bytes_received += data.len() as u64;
+        match state.params.kind {
+            ConnectionKind::Datagram => {
+                let mut datagram = data;
+                while !datagram.is_empty() {
+                    match self.codec.decode_bytes(&mut datagram) {
+                        Ok(Decoded::Frame(frame)) => {
+                            self.handle_frame(now, connection, frame.message)
+                        }
+                        // A truncated or corrupt frame spoils the rest of the datagram.
+                        Ok(Decoded::Incomplete { .. }) | Err(_) => {
+                            self.stats.invalid_frames += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+            ConnectionKind::Stream => {
+                state.read_buffer.extend_from_slice(&data);
+                loop {
+                    let Some(state) = self.connections.get_mut(&connection) else {
+                        return;
+                    };
+                    match self.codec.decode(&mut state.read_buffer) {
+                        Ok(Decoded::Frame(frame)) => {
+                            self.handle_frame(now, connection, frame.message)
+                        }
+                        Ok(Decoded::Incomplete { .. }) => break,
+                        Err(error) => {
+                            // A stream cannot be resynchronised after a bad frame.
+                            self.stats.invalid_frames += 1;
+                            let reason = CloseReasonData {
+                                code: AtbusCloseReason::Unknown as i32,
+                                message: format!("undecodable frame: {error}"),
+                            };
+                            self.drop_connection(now, connection, reason);
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, now: Instant, connection: ConnectionId, frame: FrameMessage) {
+        let Some(state) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        let head = frame.head.unwrap_or_default();
+        let is_ping = matches!(frame.body, Some(Body::Ping(_) | Body::Pong(_)));
+        // Pings may come without a head; everything else must name this connection's peer and us.
+        if !(is_ping && head.source.is_empty())
+            && (head.source != state.peer || head.destination != self.name)
+        {
+            self.stats.misaddressed_frames += 1;
+            return;
+        }
+        state.last_received = now;
+        self.stats.frames_received += 1;
+        match frame.body {
+            Some(Body::Ping(ping)) => state.owe_pong(ping),
+            Some(Body::Pong(pong)) => self.handle_pong(now, connection, pong),
+            Some(Body::Packet(packet)) => self.handle_packet(now, connection, packet),
+            Some(Body::Acknowledge(ack)) => self.handle_ack(now, connection, ack),
+            None => {}
+        }
+    }
+
+    fn handle_pong(&mut self, now: Instant, connection: ConnectionId, pong: PingData) {
+        let now_us = self.timepoint(now);
+        let Some(state) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        if pong.sequence != state.ping_sequence || pong.timepoint_microseconds > now_us {
+            return; // stale or forged
+        }
+        let sample = Duration::from_micros((now_us - pong.timepoint_microseconds) as u64);
+        state.rtt.update(sample, Duration::ZERO);
+    }
+
+    fn handle_packet(&mut self, now: Instant, connection: ConnectionId, packet: PacketData) {
+        let decoded = match decode_packet(&packet) {
+            Ok(decoded) => decoded,
+            Err(_) => {
+                self.stats.invalid_packets += 1;
+                return;
+            }
+        };
+        let Some(state) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        state.latest_packet = Some((packet.timepoint_microseconds, now));
+        let peer_name = state.peer.clone();
+        let budget = self.config.peer_receive_budget;
+        let window = self.config.stream_receive_window;
+        let max_streams = self.config.max_streams_per_peer;
+        let Some(peer) = self.peers.get_mut(&peer_name) else {
+            return;
+        };
+        let reset = has_flag(packet.flags, AtbusPacketFlagType::ResetOffset);
+        // A packet without pieces is a window probe: the peer wants our acknowledgement.
+        let probe = decoded.pieces.is_empty() && decoded.connection_close.is_none();
+        if !decoded.pieces.is_empty() || reset || probe {
+            if !peer.recv.contains_key(&packet.stream_id) && peer.recv.len() >= max_streams {
+                self.stats.dropped_too_many_streams += 1;
+                return;
+            }
+            peer.recv
+                .entry(packet.stream_id)
+                .or_insert_with(|| RecvStream {
+                    reassembler: Reassembler::new(budget, window),
+                    readable: false,
+                    advertised: 0,
+                });
+            if reset {
+                if let Some(stream) = peer.recv.get_mut(&packet.stream_id) {
+                    let held = stream.reassembler.held();
+                    // Offsets are checked non-negative by decode_packet.
+                    stream.reassembler.reset_to(packet.stream_offset as u64);
+                    peer.received_held -= held - stream.reassembler.held();
+                }
+            }
+            let peer_window = peer.window_offset(packet.stream_id, budget, window);
+            let Some(stream) = peer.recv.get_mut(&packet.stream_id) else {
+                return;
+            };
+            let held_before = stream.reassembler.held();
+            let advertised = stream.advertised;
+            let mut duplicate = false;
+            // Data beyond the window (what we announced, or may announce now) is refused, so
+            // that what is held never keeps the next message from fitting.
+            let limit = peer_window.max(advertised);
+            for piece in decoded.pieces {
+                if piece.end_offset() > limit {
+                    self.stats.dropped_out_of_range += 1;
+                    continue;
+                }
+                let charge = piece.data.len() + PIECE_COST_BOUND;
+                let held_now = peer.received_held + stream.reassembler.held() - held_before;
+                if held_now + charge > budget {
+                    self.stats.dropped_over_budget += 1;
+                    continue;
+                }
+                match stream.reassembler.insert(piece) {
+                    Inserted::New => {}
+                    Inserted::Duplicate => {
+                        self.stats.duplicate_pieces += 1;
+                        duplicate = true;
+                    }
+                    Inserted::OverBudget => self.stats.dropped_over_budget += 1,
+                    Inserted::OutOfRange => self.stats.dropped_out_of_range += 1,
+                }
+            }
+            peer.received_held = peer.received_held + stream.reassembler.held() - held_before;
+            // A gap asks for a resend at once; a duplicate means our acknowledgement was lost.
+            if stream.reassembler.has_gap() || duplicate || probe {
+                peer.ack_now = true;
+            }
+            if !stream.readable && stream.reassembler.has_message() {
+                stream.readable = true;
+                self.events.push_back(Event::Readable {
+                    peer: peer_name.clone(),
+                    stream_id: packet.stream_id,
+                });
+            }
+            if let Some(finished) = stream.reassembler.pop_finished() {
+                self.events.push_back(Event::StreamFinished {
+                    peer: peer_name.clone(),
+                    stream_id: packet.stream_id,
+                    reason: finished.reason,
+                });
+            }
+            peer.ack_pending.insert(packet.stream_id);
+            peer.packets_since_ack += 1;
+            peer.ack_connection = Some(connection);
+            if peer.packets_since_ack >= self.config.ack_every_packets {
+                peer.ack_now = true;
+            }
+            if peer.ack_deadline.is_none() {
+                peer.ack_deadline = Some(now + self.config.max_ack_delay);
+            }
+        }
+        if let Some(reason) = decoded.connection_close {
+            self.drop_connection(now, connection, reason);
+        }
+    }
+
+    fn handle_ack(&mut self, now: Instant, connection: ConnectionId, ack: AcknowledgeData) {
+        let now_us = self.timepoint(now);
+        let Some(state) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        if ack.timepoint_microseconds > 0 && ack.timepoint_microseconds <= now_us {
+            let elapsed = Duration::from_micros((now_us - ack.timepoint_microseconds) as u64);
+            let delay = Duration::from_micros(ack.ack_delay_microseconds.max(0) as u64);
+            state.rtt.update(elapsed, delay.min(elapsed));
+        }
+        let loss_delay = state.rtt.loss_delay();
+        let peer_name = state.peer.clone();
+        let Some(peer) = self.peers.get_mut(&peer_name) else {
+            return;
+        };
+        for entry in ack.acknowledge {
+            let Some(stream) = peer.send.get_mut(&entry.stream_id) else {
+                continue;
+            };
+            let (Ok(acknowledged), Ok(_)) = (
+                u64::try_from(entry.acknowledge_offset),
+                u64::try_from(entry.received_max_offset),
+            ) else {
+                self.stats.invalid_acks += 1;
+                continue;
+            };
+            let ranges: Vec<_> = entry
+                .received_ranges
+                .iter()
+                .filter_map(|range| {
+                    let start = u64::try_from(range.start).ok()?;
+                    let end = u64::try_from(range.end).ok()?;
+                    (start < end).then_some(start..end)
+                })
+                .collect();
+            if let Ok(window) = u64::try_from(entry.window_offset) {
+                stream.update_window(window);
+            }
+            match stream.on_ack(acknowledged, &ranges) {
+                Ok(newly) => {
+                    if newly > 0 {
+                        peer.unacked_units -= newly;
+                        peer.rto_backoff = 0;
+                    }
+                }
+                Err(_) => {
+                    self.stats.invalid_acks += 1;
+                    continue;
+                }
+            }
+            self.stats.flights_lost += stream.detect_lost(now, loss_delay) as u64;
+            if stream.is_finished_and_acked() {
+                peer.send.remove(&entry.stream_id);
+                peer.blocked.remove(&entry.stream_id);
+                self.events.push_back(Event::StreamClosed {
+                    peer: peer_name.clone(),
+                    stream_id: entry.stream_id,
+                });
+            }
+        }
+        // Streams refused for lack of room may have some now.
+        let stream_window = self.config.stream_send_window;
+        let peer_window = self.config.peer_send_window;
+        if peer.unacked_units < peer_window {
+            let freed: Vec<i64> = peer
+                .blocked
+                .iter()
+                .copied()
+                .filter(|id| {
+                    peer.send
+                        .get(id)
+                        .is_none_or(|stream| stream.unacked_units() < stream_window)
+                })
+                .collect();
+            for stream_id in freed {
+                peer.blocked.remove(&stream_id);
+                self.events.push_back(Event::Writable {
+                    peer: peer_name.clone(),
+                    stream_id,
+                });
+            }
+        }
+    }
+}

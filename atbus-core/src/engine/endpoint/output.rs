@@ -1,0 +1,342 @@
+//! What the endpoint sends: for one connection at a time, a transmit of whole frames up to its
+//! MTU: pongs owed, a ping when due, the peer's acknowledgement when due, then stream data if the
+//! connection is the peer's best.
+
+use std::time::{Duration, Instant};
+
+use atbus_proto::protocol::frame_message::Body;
+use atbus_proto::protocol::{
+    AcknowledgeData, AtbusPacketFlagType, FrameMessage, MessageHead, OffsetRange, PacketData,
+    PingData, StreamAcknowledge,
+};
+use bytes::{Bytes, BytesMut};
+use prost::Message;
+use prost::encoding::encoded_len_varint;
+
+use super::Endpoint;
+use crate::engine::piece::PieceEnd;
+use crate::engine::transmit::{ConnectionId, Transmit};
+use crate::engine::wire::{encode_content, fragment_of, fragment_overhead};
+
+/// Room kept for the growth of length varints when a frame is filled to its MTU.
+const VARINT_SLACK: usize = 4;
+
+impl Endpoint {
+    /// The next transmit, if any connection has something to send.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        let ids: Vec<ConnectionId> = self
+            .connections
+            .range(self.next_connection..)
+            .chain(self.connections.range(..self.next_connection))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            if let Some(data) = self.build_transmit(now, id) {
+                self.next_connection = ConnectionId(id.0.wrapping_add(1));
+                self.stats.bytes_sent += data.len() as u64;
+                return Some(Transmit {
+                    connection: id,
+                    data,
+                });
+            }
+        }
+        None
+    }
+
+    /// The peer's connection for data: the live one with the lowest RTT, measured ones first.
+    pub(super) fn best_connection(&self, peer: &str) -> Option<ConnectionId> {
+        let peer = self.peers.get(peer)?;
+        peer.connections.iter().copied().min_by_key(|id| {
+            let rtt = &self.connections[id].rtt;
+            (!rtt.has_sample(), rtt.smoothed(), *id)
+        })
+    }
+
+    fn head(&self, peer: &str) -> Option<MessageHead> {
+        Some(MessageHead {
+            source: self.name.clone(),
+            destination: peer.to_string(),
+            ..Default::default()
+        })
+    }
+
+    /// Appends `frame` to `out` if it fits within `mtu`.
+    fn push_frame(&mut self, out: &mut BytesMut, frame: &FrameMessage, mtu: usize) -> bool {
+        if out.len() + self.codec.encoded_len(frame) > mtu {
+            return false;
+        }
+        match self.codec.encode(frame, out) {
+            Ok(_) => {
+                self.stats.frames_sent += 1;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn build_transmit(&mut self, now: Instant, id: ConnectionId) -> Option<Bytes> {
+        let state = self.connections.get(&id)?;
+        let mtu = state.params.mtu;
+        let peer_name = state.peer.clone();
+        let mut out = BytesMut::new();
+
+        // Pongs owed, and a ping when due.
+        let pongs = std::mem::take(&mut self.connections.get_mut(&id)?.pongs_owed);
+        for pong in pongs {
+            let frame = FrameMessage {
+                head: self.head(&peer_name),
+                body: Some(Body::Pong(pong)),
+            };
+            self.push_frame(&mut out, &frame, mtu);
+        }
+        let ping_due = self.connections[&id]
+            .last_ping
+            .is_none_or(|last| last + self.config.keep_alive_interval <= now);
+        if ping_due {
+            let timepoint = self.timepoint(now);
+            let state = self.connections.get_mut(&id)?;
+            state.ping_sequence += 1;
+            let frame = FrameMessage {
+                head: self.head(&peer_name),
+                body: Some(Body::Ping(PingData {
+                    sequence: self.connections[&id].ping_sequence,
+                    timepoint_microseconds: timepoint,
+                })),
+            };
+            if self.push_frame(&mut out, &frame, mtu) {
+                self.connections.get_mut(&id)?.last_ping = Some(now);
+                self.stats.pings_sent += 1;
+            }
+        }
+
+        // The peer's acknowledgement: due, or riding along with data.
+        let rto = self.rto(&peer_name);
+        let sends_data = self.best_connection(&peer_name) == Some(id)
+            && self.peers.get(&peer_name).is_some_and(|peer| {
+                peer.send.values().any(|stream| {
+                    stream.has_pending() || stream.probe_at(rto).is_some_and(|at| at <= now)
+                })
+            });
+        if let Some(peer) = self.peers.get(&peer_name) {
+            let ack_here = peer.ack_connection.is_none_or(|conn| conn == id);
+            let due = peer.ack_now || peer.ack_deadline.is_some_and(|at| at <= now);
+            if ack_here && !peer.ack_pending.is_empty() && (due || sends_data) {
+                self.push_ack(now, id, &peer_name, &mut out, mtu);
+            }
+        }
+
+        if sends_data {
+            self.push_data(now, id, &peer_name, &mut out, mtu, rto);
+        }
+        (!out.is_empty()).then(|| out.freeze())
+    }
+
+    fn push_ack(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+        peer_name: &str,
+        out: &mut BytesMut,
+        mtu: usize,
+    ) {
+        let (echo, delay) = match self.connections.get(&id).and_then(|c| c.latest_packet) {
+            Some((timepoint, received_at)) => (
+                timepoint,
+                i64::try_from(now.saturating_duration_since(received_at).as_micros())
+                    .unwrap_or(i64::MAX),
+            ),
+            None => (0, 0),
+        };
+        let max_ranges = self.config.max_ack_ranges;
+        let budget = self.config.peer_receive_budget;
+        let stream_window = self.config.stream_receive_window;
+        let mut windows = Vec::new();
+        let head = self.head(peer_name);
+        let Some(peer) = self.peers.get_mut(peer_name) else {
+            return;
+        };
+        let mut ack = AcknowledgeData {
+            acknowledge: Vec::new(),
+            timepoint_microseconds: echo,
+            ack_delay_microseconds: delay,
+        };
+        let mut included = Vec::new();
+        for &stream_id in &peer.ack_pending {
+            let Some(stream) = peer.recv.get(&stream_id) else {
+                included.push(stream_id);
+                continue;
+            };
+            let reassembler = &stream.reassembler;
+            let window_offset = peer.window_offset(stream_id, budget, stream_window);
+            windows.push((stream_id, window_offset));
+            let entry = StreamAcknowledge {
+                stream_id,
+                window_offset: window_offset as i64,
+                acknowledge_offset: reassembler.acknowledge_offset() as i64,
+                received_max_offset: reassembler.received_max_offset() as i64,
+                received_ranges: reassembler
+                    .received_ranges(max_ranges)
+                    .into_iter()
+                    .map(|range| OffsetRange {
+                        start: range.start as i64,
+                        end: range.end as i64,
+                    })
+                    .collect(),
+            };
+            ack.acknowledge.push(entry);
+            let frame = FrameMessage {
+                head: head.clone(),
+                body: Some(Body::Acknowledge(ack.clone())),
+            };
+            if out.len() + self.codec.encoded_len(&frame) > mtu {
+                ack.acknowledge.pop();
+                break;
+            }
+            included.push(stream_id);
+        }
+        for stream_id in &included {
+            peer.ack_pending.remove(stream_id);
+        }
+        for (stream_id, window) in windows {
+            if let Some(stream) = peer.recv.get_mut(&stream_id) {
+                if included.contains(&stream_id) {
+                    stream.advertised = stream.advertised.max(window);
+                }
+            }
+        }
+        if peer.ack_pending.is_empty() {
+            peer.ack_now = false;
+            peer.ack_deadline = None;
+            peer.packets_since_ack = 0;
+        }
+        if ack.acknowledge.is_empty() {
+            return;
+        }
+        let frame = FrameMessage {
+            head,
+            body: Some(Body::Acknowledge(ack)),
+        };
+        if self.push_frame(out, &frame, mtu) {
+            self.stats.acks_sent += 1;
+        }
+    }
+
+    fn push_data(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+        peer_name: &str,
+        out: &mut BytesMut,
+        mtu: usize,
+        rto: Duration,
+    ) {
+        let head = self.head(peer_name);
+        let timepoint = self.timepoint(now);
+        let Some(peer) = self.peers.get_mut(peer_name) else {
+            return;
+        };
+        let stream_ids: Vec<i64> = peer
+            .send
+            .range(peer.next_stream..)
+            .chain(peer.send.range(..peer.next_stream))
+            .filter(|(_, stream)| {
+                stream.has_pending() || stream.probe_at(rto).is_some_and(|at| at <= now)
+            })
+            .map(|(&stream_id, _)| stream_id)
+            .collect();
+        let mut frames = Vec::new();
+        let mut used = out.len();
+        for stream_id in stream_ids {
+            let Some(stream) = peer.send.get_mut(&stream_id) else {
+                continue;
+            };
+            while let Some((start, _)) = stream.peek_next() {
+                let empty = FrameMessage {
+                    head: head.clone(),
+                    body: Some(Body::Packet(PacketData {
+                        stream_id,
+                        stream_offset: start as i64,
+                        content: Bytes::new(),
+                        flags: AtbusPacketFlagType::FinishStream as i32,
+                        padding_size: 0,
+                        timepoint_microseconds: timepoint,
+                    })),
+                };
+                let base = self.codec.encoded_len(&empty) + 1 + VARINT_SLACK;
+                let Some(room) = mtu.checked_sub(used + base) else {
+                    break;
+                };
+                let mut fragments = Vec::new();
+                let mut content_len = 0;
+                let mut next = start;
+                let mut finish = false;
+                while let Some((piece_start, meta)) = stream.peek_next() {
+                    if piece_start != next {
+                        break; // not contiguous: it goes in the next packet
+                    }
+                    let overhead = fragment_overhead(meta);
+                    let Some(max_data) = room.checked_sub(content_len + overhead) else {
+                        break;
+                    };
+                    let resend = piece_start < stream.next_new();
+                    let Some(piece) = stream.take_piece(max_data, id, now) else {
+                        break;
+                    };
+                    self.stats.data_bytes_sent += piece.data.len() as u64;
+                    if resend {
+                        self.stats.pieces_resent += 1;
+                    }
+                    next = piece.end_offset();
+                    finish |= matches!(piece.end, PieceEnd::Stream(_));
+                    let fragment = fragment_of(piece);
+                    let len = fragment.encoded_len();
+                    content_len += 1 + encoded_len_varint(len as u64) + len;
+                    fragments.push(fragment);
+                }
+                if fragments.is_empty() {
+                    break;
+                }
+                let frame = FrameMessage {
+                    head: head.clone(),
+                    body: Some(Body::Packet(PacketData {
+                        stream_id,
+                        stream_offset: start as i64,
+                        content: encode_content(fragments),
+                        flags: if finish {
+                            AtbusPacketFlagType::FinishStream as i32
+                        } else {
+                            0
+                        },
+                        padding_size: 0,
+                        timepoint_microseconds: timepoint,
+                    })),
+                };
+                used += self.codec.encoded_len(&frame);
+                debug_assert!(used <= mtu, "packet over the MTU: {used} > {mtu}");
+                frames.push(frame);
+            }
+            stream.note_blocked(now);
+            if stream.probe_at(rto).is_some_and(|at| at <= now) {
+                // Blocked on the peer's window with nothing in flight: an empty packet makes
+                // the peer acknowledge with its current window.
+                frames.push(FrameMessage {
+                    head: head.clone(),
+                    body: Some(Body::Packet(PacketData {
+                        stream_id,
+                        stream_offset: stream.next_new() as i64,
+                        timepoint_microseconds: timepoint,
+                        ..Default::default()
+                    })),
+                });
+                stream.probed(now);
+            }
+            peer.next_stream = stream_id.wrapping_add(1);
+            if mtu.saturating_sub(used) < 64 {
+                break;
+            }
+        }
+        for frame in &frames {
+            self.push_frame(out, frame, usize::MAX);
+        }
+    }
+}

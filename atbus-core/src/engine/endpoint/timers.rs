@@ -1,0 +1,117 @@
+//! The endpoint's timers: idle connections declared dead, pings and acknowledgements falling due,
+//! flights declared lost by time and by the retransmission timeout.
+
+use std::time::{Duration, Instant};
+
+use atbus_proto::protocol::{AtbusCloseReason, CloseReasonData};
+
+use super::Endpoint;
+use crate::engine::transmit::ConnectionId;
+
+/// The retransmission timeout doubles at most this many times.
+const MAX_BACKOFF: u32 = 16;
+
+impl Endpoint {
+    /// The retransmission timeout for data to `peer`: the largest of its live connections', within
+    /// the configured bounds, doubled for each timeout in a row.
+    pub(super) fn rto(&self, peer: &str) -> Duration {
+        let Some(state) = self.peers.get(peer) else {
+            return self.config.max_rto;
+        };
+        let base = state
+            .connections
+            .iter()
+            .filter_map(|id| self.connections.get(id))
+            .map(|connection| connection.rtt.rto())
+            .max()
+            .unwrap_or(self.config.initial_rtt * 3)
+            .clamp(self.config.min_rto, self.config.max_rto);
+        (base * 2u32.pow(state.rto_backoff.min(MAX_BACKOFF))).min(self.config.max_rto)
+    }
+
+    /// The loss delay for data to `peer`: the largest of its live connections'.
+    fn loss_delay(&self, peer: &str) -> Duration {
+        self.peers
+            .get(peer)
+            .into_iter()
+            .flat_map(|state| state.connections.iter())
+            .filter_map(|id| self.connections.get(id))
+            .map(|connection| connection.rtt.loss_delay())
+            .max()
+            .unwrap_or(self.config.initial_rtt)
+    }
+
+    /// Lets the time pass: acts on every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let dead: Vec<ConnectionId> = self
+            .connections
+            .iter()
+            .filter(|(_, state)| state.last_received + self.config.idle_timeout <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in dead {
+            let reason = CloseReasonData {
+                code: AtbusCloseReason::PeerReset as i32,
+                message: format!("silent for {:?}", self.config.idle_timeout),
+            };
+            self.drop_connection(now, id, reason);
+        }
+
+        let names: Vec<String> = self.peers.keys().cloned().collect();
+        for name in names {
+            let rto = self.rto(&name);
+            let loss_delay = self.loss_delay(&name);
+            let reachable = self.peers[&name].reachable;
+            let Some(peer) = self.peers.get_mut(&name) else {
+                continue;
+            };
+            if peer.ack_deadline.is_some_and(|at| at <= now) {
+                peer.ack_now = true;
+            }
+            if !reachable {
+                continue; // nothing can be resent until a connection comes
+            }
+            let mut timed_out = false;
+            for stream in peer.send.values_mut() {
+                self.stats.flights_lost += stream.detect_lost(now, loss_delay) as u64;
+                let expired = stream.on_timeout(now, rto);
+                self.stats.flights_lost += expired as u64;
+                timed_out |= expired > 0;
+            }
+            if timed_out {
+                peer.rto_backoff += 1;
+                self.stats.rto_fired += 1;
+            }
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |at: Option<Instant>| {
+            if let Some(at) = at {
+                next = Some(next.map_or(at, |current| current.min(at)));
+            }
+        };
+        for state in self.connections.values() {
+            consider(Some(state.last_received + self.config.idle_timeout));
+            consider(Some(state.last_ping.map_or(self.epoch, |last| {
+                last + self.config.keep_alive_interval
+            })));
+        }
+        for (name, peer) in &self.peers {
+            consider(peer.ack_deadline);
+            if !peer.reachable {
+                continue;
+            }
+            let rto = self.rto(name);
+            let loss_delay = self.loss_delay(name);
+            for stream in peer.send.values() {
+                consider(stream.loss_time(loss_delay));
+                consider(stream.timeout_at(rto));
+                consider(stream.probe_at(rto));
+            }
+        }
+        next
+    }
+}

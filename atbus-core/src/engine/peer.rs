@@ -1,0 +1,69 @@
+//! The state the engine keeps per peer: its streams in both directions, what to acknowledge, its
+//! connections, and the totals that bound its memory.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use super::reassembly::Reassembler;
+use super::send::SendStream;
+use super::transmit::ConnectionId;
+
+/// The receive side of one stream, with what the application has been told.
+#[derive(Debug)]
+pub(crate) struct RecvStream {
+    /// Reassembly of the peer's direction.
+    pub reassembler: Reassembler,
+    /// A Readable event is out and the application has not emptied the stream since.
+    pub readable: bool,
+    /// The window offset last announced to the peer.
+    pub advertised: u64,
+}
+
+/// One peer.
+#[derive(Debug, Default)]
+pub(crate) struct Peer {
+    /// Its connections, live ones only, in the order they came.
+    pub connections: Vec<ConnectionId>,
+    /// Our direction of each stream.
+    pub send: BTreeMap<i64, SendStream>,
+    /// Its direction of each stream.
+    pub recv: BTreeMap<i64, RecvStream>,
+    /// Streams that refused a send and await a Writable event.
+    pub blocked: BTreeSet<i64>,
+    /// Units queued to the peer and not acknowledged, over all streams.
+    pub unacked_units: u64,
+    /// Bytes received from the peer and not taken, over all streams.
+    pub received_held: usize,
+    /// Streams whose receive state changed since the last acknowledgement.
+    pub ack_pending: BTreeSet<i64>,
+    /// When the pending acknowledgement must go out at the latest.
+    pub ack_deadline: Option<Instant>,
+    /// The pending acknowledgement must go out now (a gap, a duplicate, enough packets).
+    pub ack_now: bool,
+    /// Packets received since the last acknowledgement.
+    pub packets_since_ack: u32,
+    /// The connection the latest packet came on: acknowledgements go back on it.
+    pub ack_connection: Option<ConnectionId>,
+    /// Retransmission timeouts in a row without progress: the timeout doubles with each.
+    pub rto_backoff: u32,
+    /// The stream the next data transmit starts with (round robin).
+    pub next_stream: i64,
+    /// Whether PeerReachable was the last reachability event.
+    pub reachable: bool,
+}
+
+impl Peer {
+    /// The window to announce for `stream_id`: what the application has taken, plus
+    /// `stream_window` or four fifths of what is left of `budget` besides the other streams' data,
+    /// whichever is less. The fifth kept back pays for the bookkeeping of the pieces, so that data
+    /// inside the window always fits the budget and the gap at the front can always be filled.
+    /// 0 for a stream that does not exist.
+    pub fn window_offset(&self, stream_id: i64, budget: usize, stream_window: u64) -> u64 {
+        let Some(stream) = self.recv.get(&stream_id) else {
+            return 0;
+        };
+        let others = self.received_held - stream.reassembler.held();
+        let left = budget.saturating_sub(others) as u64 / 5 * 4;
+        stream.reassembler.delivered() + left.min(stream_window)
+    }
+}

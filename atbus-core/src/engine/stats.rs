@@ -1,0 +1,52 @@
+//! Counters of what an endpoint did, for operators and tests.
+
+/// Counters of an [`Endpoint`](super::Endpoint), only ever increasing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Frames received and accepted.
+    pub frames_received: u64,
+    /// Frames put into transmits.
+    pub frames_sent: u64,
+    /// Bytes handed to the runtime to send.
+    pub bytes_sent: u64,
+    /// Bytes received from the runtime.
+    pub bytes_received: u64,
+    /// Data bytes put into packets, first sends and resends.
+    pub data_bytes_sent: u64,
+    /// Pieces resent after being declared lost.
+    pub pieces_resent: u64,
+    /// Flights declared lost (by acknowledgement, timeout or dead connection).
+    pub flights_lost: u64,
+    /// Retransmission timeouts that fired.
+    pub rto_fired: u64,
+    /// Messages queued by the application.
+    pub messages_sent: u64,
+    /// Messages taken by the application.
+    pub messages_received: u64,
+    /// Sends refused with WouldBlock.
+    pub would_block: u64,
+    /// Frames that did not decode; on a stream connection the connection is closed.
+    pub invalid_frames: u64,
+    /// Frames whose source was not the connection's peer, or whose destination was not us.
+    pub misaddressed_frames: u64,
+    /// Packets whose content broke the protocol's rules.
+    pub invalid_packets: u64,
+    /// Acknowledgements of units never sent.
+    pub invalid_acks: u64,
+    /// Pieces dropped because the peer's receive budget was full.
+    pub dropped_over_budget: u64,
+    /// Pieces dropped because they lay beyond the stream's end or window.
+    pub dropped_out_of_range: u64,
+    /// Pieces that were already held or delivered.
+    pub duplicate_pieces: u64,
+    /// Packets for a new stream beyond `max_streams_per_peer`.
+    pub dropped_too_many_streams: u64,
+    /// Input for a connection the engine does not know.
+    pub unknown_connection: u64,
+    /// Connections declared dead or reported lost.
+    pub connections_lost: u64,
+    /// Acknowledgement frames sent.
+    pub acks_sent: u64,
+    /// Pings sent.
+    pub pings_sent: u64,
+}
