@@ -7,3 +7,5 @@
 //! format it speaks lives in `atbus-proto`.
 
 pub mod engine;
+#[cfg(feature = "sim")]
+pub mod sim;
