@@ -105,6 +105,7 @@ impl Reassembler {
     }
 
     /// Whether units below `received_max` are missing: the sender should resend at once.
+    #[cfg(test)]
     pub fn has_gap(&self) -> bool {
         self.received_max > self.contiguous
     }

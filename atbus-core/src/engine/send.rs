@@ -94,6 +94,9 @@ pub(crate) struct SendStream {
     next_seq: u64,
     /// The highest send sequence number acknowledged so far.
     largest_acked_seq: Option<u64>,
+    /// The peer's reports tell exactly what arrived below this offset: the end of the highest
+    /// received range it reported. Above it, not being acknowledged says nothing.
+    known_until: u64,
     /// The peer accepts units below this offset: no data is sent at or above it.
     window: u64,
     /// Whether `window` came from the peer, rather than the initial assumption.
@@ -118,6 +121,7 @@ impl SendStream {
             flight_at: BTreeMap::new(),
             next_seq: 0,
             largest_acked_seq: None,
+            known_until: 0,
             window,
             window_announced: false,
             blocked_since: None,
@@ -367,6 +371,12 @@ impl SendStream {
             self.received.remove_below(self.acked);
             self.acknowledge_flights(0..self.acked);
         }
+        let reported = received
+            .iter()
+            .map(|range| range.end)
+            .max()
+            .unwrap_or(acknowledged);
+        self.known_until = self.known_until.max(reported).max(self.acked);
         for range in received {
             let range = range.start.max(self.acked)..range.end;
             if range.is_empty() {
@@ -395,6 +405,16 @@ impl SendStream {
         }
     }
 
+    /// The flights a later acknowledged flight has overtaken, among those the peer's reports
+    /// cover (below `known_until`): only there is "not acknowledged" a sign of loss.
+    fn overtaken(&self) -> impl Iterator<Item = (u64, &Flight)> {
+        let largest = self.largest_acked_seq.unwrap_or(0);
+        self.flights
+            .range(..largest)
+            .filter(|(_, flight)| flight.start < self.known_until)
+            .map(|(&seq, flight)| (seq, flight))
+    }
+
     /// Declares lost the flights that a later acknowledged flight has overtaken: by
     /// [`PACKET_THRESHOLD`] sends, or by `loss_delay` of time. Returns how many.
     pub fn detect_lost(&mut self, now: Instant, loss_delay: Duration) -> usize {
@@ -402,31 +422,32 @@ impl SendStream {
             return 0;
         };
         let overtaken: Vec<u64> = self
-            .flights
-            .range(..largest)
-            .take_while(|&(&seq, flight)| {
+            .overtaken()
+            .filter(|&(seq, flight)| {
                 seq + PACKET_THRESHOLD <= largest || flight.sent_at + loss_delay <= now
             })
-            .map(|(&seq, _)| seq)
+            .map(|(seq, _)| seq)
             .collect();
         self.declare_lost(&overtaken)
     }
 
     /// When the oldest overtaken flight, not yet lost, will be by time; `None` if none is.
     pub fn loss_time(&self, loss_delay: Duration) -> Option<Instant> {
-        let largest = self.largest_acked_seq?;
-        self.flights
-            .range(..largest)
+        self.overtaken()
             .next()
             .map(|(_, flight)| flight.sent_at + loss_delay)
     }
 
-    /// Declares lost every flight sent at or before `now - rto`. Returns how many.
+    /// When the oldest flight has waited `rto`, declares it lost, so that it goes out again as a
+    /// probe: its acknowledgement shows what else is missing (RFC 9002's probe timeout, rather
+    /// than resending everything in flight, much of which may have arrived). Returns how many
+    /// flights were declared lost (0 or 1).
     pub fn on_timeout(&mut self, now: Instant, rto: Duration) -> usize {
         let expired: Vec<u64> = self
             .flights
             .iter()
-            .take_while(|(_, flight)| flight.sent_at + rto <= now)
+            .take(1)
+            .filter(|(_, flight)| flight.sent_at + rto <= now)
             .map(|(&seq, _)| seq)
             .collect();
         self.declare_lost(&expired)

@@ -377,7 +377,7 @@ impl<D: Driver> Network<D> {
             if self.stalled() {
                 return false;
             }
-            if !self.next_event().is_some_and(|at| at <= limit) {
+            if self.next_event().is_none_or(|at| at > limit) {
                 self.elapsed = self.elapsed.max(limit);
                 return !condition(self);
             }

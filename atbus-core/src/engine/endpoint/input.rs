@@ -161,7 +161,9 @@ impl Endpoint {
             // Data beyond the window (what we announced, or may announce now) is refused, so
             // that what is held never keeps the next message from fitting.
             let limit = peer_window.max(advertised);
+            let mut new_gap = false;
             for piece in decoded.pieces {
+                new_gap |= piece.start > stream.reassembler.received_max_offset();
                 if piece.end_offset() > limit {
                     self.stats.dropped_out_of_range += 1;
                     continue;
@@ -183,8 +185,9 @@ impl Endpoint {
                 }
             }
             peer.received_held = peer.received_held + stream.reassembler.held() - held_before;
-            // A gap asks for a resend at once; a duplicate means our acknowledgement was lost.
-            if stream.reassembler.has_gap() || duplicate || probe {
+            // A new gap asks for a resend at once; a duplicate means our acknowledgement was
+            // lost; a probe wants our window.
+            if new_gap || duplicate || probe {
                 peer.ack_now = true;
             }
             if !stream.readable && stream.reassembler.has_message() {

@@ -159,7 +159,7 @@ fn a_flight_overtaken_by_one_is_lost_only_after_the_loss_delay() {
 }
 
 #[test]
-fn the_retransmission_timeout_declares_old_flights_lost() {
+fn the_retransmission_timeout_resends_the_oldest_flight_as_a_probe() {
     let mut stream = SendStream::new(u64::MAX);
     let start = Instant::now();
     stream.push(Bytes::from(vec![7; 20]), MessageMeta::default());
