@@ -30,6 +30,11 @@ pub struct EngineConfig {
     pub initial_window: u64,
     /// Streams a peer may open towards this endpoint. Default 1024.
     pub max_streams_per_peer: usize,
+    /// A message not acknowledged this long after it was queued is abandoned: it and the messages
+    /// before it are never sent again, the peer skips them (RESET_OFFSET), and the application
+    /// gets [`Event::MessagesExpired`](super::Event::MessagesExpired). `None` (the default): messages
+    /// never expire.
+    pub message_timeout: Option<Duration>,
     /// The longest an acknowledgement is held back to be coalesced with others. Default 5 ms.
     pub max_ack_delay: Duration,
     /// An acknowledgement goes out at once after this many packets. Default 2.
@@ -60,6 +65,7 @@ impl Default for EngineConfig {
             stream_receive_window: 64 * 1024 * 1024 + 64 * 1024,
             initial_window: 1024 * 1024,
             max_streams_per_peer: 1024,
+            message_timeout: None,
             max_ack_delay: Duration::from_millis(5),
             ack_every_packets: 2,
             max_ack_ranges: 16,

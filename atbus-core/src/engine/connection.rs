@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use atbus_proto::protocol::PingData;
+use atbus_proto::protocol::{CloseReasonData, PingData};
 use bytes::BytesMut;
 
 use super::config::ConnectionParams;
@@ -33,6 +33,8 @@ pub(crate) struct Connection {
     pub pongs_owed: Vec<PingData>,
     /// The timepoint and arrival time of the latest packet, to echo in the next acknowledgement.
     pub latest_packet: Option<(i64, Instant)>,
+    /// The application closes the connection: one FINISH_CONNECTION goes out, then it is gone.
+    pub closing: Option<CloseReasonData>,
 }
 
 impl Connection {
@@ -48,6 +50,7 @@ impl Connection {
             ping_sequence: 0,
             pongs_owed: Vec::new(),
             latest_packet: None,
+            closing: None,
         }
     }
 

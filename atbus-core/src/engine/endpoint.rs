@@ -39,6 +39,8 @@ pub struct Endpoint {
     codec: FrameCodec,
     /// Origin of the timepoints this endpoint writes.
     epoch: Instant,
+    /// The latest time the runtime gave: when a message queued now counts as queued.
+    clock: Instant,
     connections: BTreeMap<ConnectionId, Connection>,
     peers: BTreeMap<String, Peer>,
     events: VecDeque<Event>,
@@ -58,6 +60,7 @@ impl Endpoint {
             codec: FrameCodec::new(codec_config),
             config,
             epoch: now,
+            clock: now,
             connections: BTreeMap::new(),
             peers: BTreeMap::new(),
             events: VecDeque::new(),
@@ -99,6 +102,7 @@ impl Endpoint {
                 min: MIN_MTU,
             });
         }
+        self.tick(now);
         let rtt = RttEstimator::new(self.config.initial_rtt);
         self.connections
             .insert(id, Connection::new(peer.to_string(), params, rtt, now));
@@ -116,6 +120,7 @@ impl Endpoint {
     /// The runtime lost `connection` (reset, closed, unreachable): what was in flight on it is
     /// resent on the peer's other connections.
     pub fn connection_lost(&mut self, now: Instant, connection: ConnectionId) {
+        self.tick(now);
         let reason = CloseReasonData {
             code: atbus_proto::protocol::AtbusCloseReason::PeerReset as i32,
             message: "the transport reported the connection lost".into(),
@@ -123,8 +128,17 @@ impl Endpoint {
         self.drop_connection(now, connection, reason);
     }
 
+    /// Closes `connection` on purpose: the peer gets a FINISH_CONNECTION with `reason` (the next
+    /// transmit on it), then the connection is forgotten and what was in flight on it goes over
+    /// the peer's other connections. The runtime closes the socket after that transmit.
+    pub fn close_connection(&mut self, connection: ConnectionId, reason: CloseReasonData) {
+        if let Some(state) = self.connections.get_mut(&connection) {
+            state.closing = Some(reason);
+        }
+    }
+
     /// Forgets `connection`, resends its flights elsewhere and tells the application.
-    fn drop_connection(
+    pub(super) fn drop_connection(
         &mut self,
         _now: Instant,
         connection: ConnectionId,
@@ -197,6 +211,7 @@ impl Endpoint {
             });
         }
         let units = data.len() as u64 + 1;
+        let clock = self.clock;
         let initial_window = self.config.initial_window;
         let peer = self.peers.entry(peer_name.to_string()).or_default();
         let stream = peer
@@ -215,7 +230,7 @@ impl Endpoint {
             });
         }
         let offset = stream
-            .push(data, meta)
+            .push(data, meta, clock)
             .ok_or_else(|| SendError::StreamFinished {
                 peer: peer_name.to_string(),
                 stream_id,
@@ -234,6 +249,7 @@ impl Endpoint {
         stream_id: i64,
         reason: CloseReasonData,
     ) -> Result<(), SendError> {
+        let clock = self.clock;
         let initial_window = self.config.initial_window;
         let peer = self.peers.entry(peer_name.to_string()).or_default();
         let stream = peer
@@ -241,7 +257,7 @@ impl Endpoint {
             .entry(stream_id)
             .or_insert_with(|| SendStream::new(initial_window));
         stream
-            .finish(reason)
+            .finish(reason, clock)
             .ok_or_else(|| SendError::StreamFinished {
                 peer: peer_name.to_string(),
                 stream_id,
@@ -335,6 +351,40 @@ impl Endpoint {
             .get(&connection)
             .filter(|state| state.rtt.has_sample())
             .map(|state| state.rtt.smoothed())
+    }
+
+    /// Signals Writable for the streams of `peer_name` that refused a send and have room now.
+    pub(super) fn wake_blocked(&mut self, peer_name: &str) {
+        let stream_window = self.config.stream_send_window;
+        let peer_window = self.config.peer_send_window;
+        let Some(peer) = self.peers.get_mut(peer_name) else {
+            return;
+        };
+        if peer.unacked_units >= peer_window {
+            return;
+        }
+        let freed: Vec<i64> = peer
+            .blocked
+            .iter()
+            .copied()
+            .filter(|id| {
+                peer.send
+                    .get(id)
+                    .is_none_or(|stream| stream.unacked_units() < stream_window)
+            })
+            .collect();
+        for stream_id in freed {
+            peer.blocked.remove(&stream_id);
+            self.events.push_back(Event::Writable {
+                peer: peer_name.to_string(),
+                stream_id,
+            });
+        }
+    }
+
+    /// Notes the time the runtime gave; the clock never goes back.
+    fn tick(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
     }
 
     /// Microseconds since the epoch, never 0: the timepoint written in packets and pings.

@@ -37,6 +37,16 @@ pub enum Event {
         /// The stream.
         stream_id: i64,
     },
+    /// Messages queued on a stream were not acknowledged within `message_timeout` and were
+    /// abandoned: the peer will never receive them.
+    MessagesExpired {
+        /// The peer.
+        peer: String,
+        /// The stream.
+        stream_id: i64,
+        /// How many messages.
+        count: usize,
+    },
     /// The peer has a live connection again (or for the first time).
     PeerReachable {
         /// The peer.

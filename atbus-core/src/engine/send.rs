@@ -35,6 +35,8 @@ struct Queued {
     meta: MessageMeta,
     /// Whether it is a message or the end of the stream.
     end: PieceEnd,
+    /// When the application queued it.
+    queued_at: Instant,
 }
 
 impl Queued {
@@ -103,6 +105,9 @@ pub(crate) struct SendStream {
     window_announced: bool,
     /// Since when new data has waited for the window with nothing in flight.
     blocked_since: Option<Instant>,
+    /// Units below this offset were abandoned, and when to announce it next: the peer is told
+    /// with RESET_OFFSET until it acknowledges the offset.
+    reset: Option<(u64, Instant)>,
 }
 
 impl SendStream {
@@ -125,27 +130,35 @@ impl SendStream {
             window,
             window_announced: false,
             blocked_since: None,
+            reset: None,
         }
     }
 
     /// Queues a message; returns the offset of its first unit, or `None` once the stream is
     /// finished.
-    pub fn push(&mut self, data: Bytes, meta: MessageMeta) -> Option<u64> {
-        self.enqueue(data, meta, PieceEnd::Message)
+    pub fn push(&mut self, data: Bytes, meta: MessageMeta, now: Instant) -> Option<u64> {
+        self.enqueue(data, meta, PieceEnd::Message, now)
     }
 
     /// Queues the end of the stream; returns its offset, or `None` if it was queued before.
-    pub fn finish(&mut self, reason: CloseReasonData) -> Option<u64> {
+    pub fn finish(&mut self, reason: CloseReasonData, now: Instant) -> Option<u64> {
         let offset = self.enqueue(
             Bytes::new(),
             MessageMeta::default(),
             PieceEnd::Stream(reason),
+            now,
         )?;
         self.finished = true;
         Some(offset)
     }
 
-    fn enqueue(&mut self, data: Bytes, meta: MessageMeta, end: PieceEnd) -> Option<u64> {
+    fn enqueue(
+        &mut self,
+        data: Bytes,
+        meta: MessageMeta,
+        end: PieceEnd,
+        queued_at: Instant,
+    ) -> Option<u64> {
         if self.finished {
             return None;
         }
@@ -155,6 +168,7 @@ impl SendStream {
             data,
             meta,
             end,
+            queued_at,
         };
         self.end = queued.end_offset();
         self.queued_bytes += queued.data.len();
@@ -355,6 +369,9 @@ impl SendStream {
                 sent: self.next_new,
             });
         }
+        if self.reset.is_some_and(|(offset, _)| acknowledged >= offset) {
+            self.reset = None;
+        }
         let newly = acknowledged.saturating_sub(self.acked);
         if newly > 0 {
             self.acked = acknowledged;
@@ -402,6 +419,77 @@ impl SendStream {
                 self.flight_at.remove(&start);
                 self.largest_acked_seq = Some(self.largest_acked_seq.map_or(seq, |l| l.max(seq)));
             }
+        }
+    }
+
+    /// Abandons the messages queued at or before `now - timeout` and not yet acknowledged, with
+    /// every message before them: their units will never be sent again, and the peer learns it
+    /// from a RESET_OFFSET. The end of the stream is never abandoned. Returns how many messages
+    /// and units were abandoned.
+    pub fn expire(&mut self, now: Instant, timeout: Duration) -> Option<(usize, u64)> {
+        let count = self
+            .queue
+            .iter()
+            .take_while(|queued| {
+                queued.end == PieceEnd::Message && queued.queued_at + timeout <= now
+            })
+            .count();
+        if count == 0 {
+            return None;
+        }
+        let offset = self.queue[count - 1].end_offset();
+        let units = offset - self.acked;
+        for queued in self.queue.drain(..count) {
+            self.queued_bytes -= queued.data.len();
+        }
+        self.acked = offset;
+        self.next_new = self.next_new.max(offset);
+        self.lost.remove_below(offset);
+        self.received.remove_below(offset);
+        let below: Vec<(u64, u64)> = self
+            .flight_at
+            .range(..offset)
+            .map(|(&start, &seq)| (start, seq))
+            .collect();
+        for (start, seq) in below {
+            self.flight_at.remove(&start);
+            self.flights.remove(&seq);
+        }
+        self.reset = Some((offset, now));
+        Some((count, units))
+    }
+
+    /// When the oldest queued message expires after `timeout`.
+    pub fn expiry_at(&self, timeout: Duration) -> Option<Instant> {
+        self.queue
+            .front()
+            .filter(|queued| queued.end == PieceEnd::Message)
+            .map(|queued| queued.queued_at + timeout)
+    }
+
+    /// The offset to announce with RESET_OFFSET, when it is due at `now`.
+    pub fn reset_due(&self, now: Instant) -> Option<u64> {
+        self.reset
+            .filter(|&(_, next)| next <= now)
+            .map(|(offset, _)| offset)
+    }
+
+    /// The offset of an abandonment the peer has not acknowledged yet: every packet starting
+    /// there carries RESET_OFFSET.
+    pub fn reset_offset(&self) -> Option<u64> {
+        self.reset.map(|(offset, _)| offset)
+    }
+
+    /// When the pending RESET_OFFSET is due.
+    pub fn reset_at(&self) -> Option<Instant> {
+        self.reset.map(|(_, next)| next)
+    }
+
+    /// Notes that a RESET_OFFSET went out at `now`; it goes again after `interval` unless
+    /// acknowledged.
+    pub fn reset_sent(&mut self, now: Instant, interval: Duration) {
+        if let Some((_, next)) = self.reset.as_mut() {
+            *next = now + interval;
         }
     }
 

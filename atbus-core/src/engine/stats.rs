@@ -37,6 +37,10 @@ pub struct EngineStats {
     pub dropped_over_budget: u64,
     /// Pieces dropped because they lay beyond the stream's end or window.
     pub dropped_out_of_range: u64,
+    /// Units the peer abandoned (RESET_OFFSET) that were never delivered here.
+    pub units_skipped: u64,
+    /// Messages this endpoint abandoned after `message_timeout`.
+    pub messages_expired: u64,
     /// Pieces that were already held or delivered.
     pub duplicate_pieces: u64,
     /// Packets for a new stream beyond `max_streams_per_peer`.

@@ -25,6 +25,7 @@ const PIECE_COST_BOUND: usize = 64;
 impl Endpoint {
     /// Takes bytes that arrived on `connection`: a datagram, or the next bytes of a stream.
     pub fn handle_input(&mut self, now: Instant, connection: ConnectionId, data: Bytes) {
+        self.tick(now);
         let Some(state) = self.connections.get_mut(&connection) else {
             self.stats.unknown_connection += 1;
             return;
@@ -147,7 +148,8 @@ impl Endpoint {
                 if let Some(stream) = peer.recv.get_mut(&packet.stream_id) {
                     let held = stream.reassembler.held();
                     // Offsets are checked non-negative by decode_packet.
-                    stream.reassembler.reset_to(packet.stream_offset as u64);
+                    self.stats.units_skipped +=
+                        stream.reassembler.reset_to(packet.stream_offset as u64);
                     peer.received_held -= held - stream.reassembler.held();
                 }
             }
@@ -279,27 +281,6 @@ impl Endpoint {
                 });
             }
         }
-        // Streams refused for lack of room may have some now.
-        let stream_window = self.config.stream_send_window;
-        let peer_window = self.config.peer_send_window;
-        if peer.unacked_units < peer_window {
-            let freed: Vec<i64> = peer
-                .blocked
-                .iter()
-                .copied()
-                .filter(|id| {
-                    peer.send
-                        .get(id)
-                        .is_none_or(|stream| stream.unacked_units() < stream_window)
-                })
-                .collect();
-            for stream_id in freed {
-                peer.blocked.remove(&stream_id);
-                self.events.push_back(Event::Writable {
-                    peer: peer_name.clone(),
-                    stream_id,
-                });
-            }
-        }
+        self.wake_blocked(&peer_name);
     }
 }

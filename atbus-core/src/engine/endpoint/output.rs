@@ -5,9 +5,10 @@
 use std::time::{Duration, Instant};
 
 use atbus_proto::protocol::frame_message::Body;
+use atbus_proto::protocol::packet_content::FragmentType;
 use atbus_proto::protocol::{
-    AcknowledgeData, AtbusPacketFlagType, FrameMessage, MessageHead, OffsetRange, PacketData,
-    PingData, StreamAcknowledge,
+    AcknowledgeData, AtbusPacketFlagType, CloseReasonData, FrameMessage, MessageHead, OffsetRange,
+    PacketData, PingData, StreamAcknowledge,
 };
 use bytes::{Bytes, BytesMut};
 use prost::Message;
@@ -24,6 +25,7 @@ const VARINT_SLACK: usize = 4;
 impl Endpoint {
     /// The next transmit, if any connection has something to send.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        self.tick(now);
         let ids: Vec<ConnectionId> = self
             .connections
             .range(self.next_connection..)
@@ -31,6 +33,18 @@ impl Endpoint {
             .map(|(&id, _)| id)
             .collect();
         for id in ids {
+            if let Some(reason) = self.connections.get(&id).and_then(|c| c.closing.clone()) {
+                let data = self.build_close(id, reason.clone());
+                self.drop_connection(now, id, reason);
+                if let Some(data) = data {
+                    self.stats.bytes_sent += data.len() as u64;
+                    return Some(Transmit {
+                        connection: id,
+                        data,
+                    });
+                }
+                continue;
+            }
             if let Some(data) = self.build_transmit(now, id) {
                 self.next_connection = ConnectionId(id.0.wrapping_add(1));
                 self.stats.bytes_sent += data.len() as u64;
@@ -74,6 +88,28 @@ impl Endpoint {
         }
     }
 
+    /// The FINISH_CONNECTION of a connection being closed: a packet on the bus's own stream -1
+    /// whose one fragment carries the reason (it covers no stream offset).
+    fn build_close(&mut self, id: ConnectionId, reason: CloseReasonData) -> Option<Bytes> {
+        let state = self.connections.get(&id)?;
+        let (mtu, peer) = (state.params.mtu, state.peer.clone());
+        let fragment = FragmentType {
+            close_reason: Some(reason),
+            ..Default::default()
+        };
+        let frame = FrameMessage {
+            head: self.head(&peer),
+            body: Some(Body::Packet(PacketData {
+                stream_id: -1,
+                content: encode_content(vec![fragment]),
+                flags: AtbusPacketFlagType::FinishConnection as i32,
+                ..Default::default()
+            })),
+        };
+        let mut out = BytesMut::new();
+        self.push_frame(&mut out, &frame, mtu).then(|| out.freeze())
+    }
+
     fn build_transmit(&mut self, now: Instant, id: ConnectionId) -> Option<Bytes> {
         let state = self.connections.get(&id)?;
         let mtu = state.params.mtu;
@@ -114,7 +150,9 @@ impl Endpoint {
         let sends_data = self.best_connection(&peer_name) == Some(id)
             && self.peers.get(&peer_name).is_some_and(|peer| {
                 peer.send.values().any(|stream| {
-                    stream.has_pending() || stream.probe_at(rto).is_some_and(|at| at <= now)
+                    stream.has_pending()
+                        || stream.probe_at(rto).is_some_and(|at| at <= now)
+                        || stream.reset_due(now).is_some()
                 })
             });
         if let Some(peer) = self.peers.get(&peer_name) {
@@ -240,7 +278,9 @@ impl Endpoint {
             .range(peer.next_stream..)
             .chain(peer.send.range(..peer.next_stream))
             .filter(|(_, stream)| {
-                stream.has_pending() || stream.probe_at(rto).is_some_and(|at| at <= now)
+                stream.has_pending()
+                    || stream.probe_at(rto).is_some_and(|at| at <= now)
+                    || stream.reset_due(now).is_some()
             })
             .map(|(&stream_id, _)| stream_id)
             .collect();
@@ -250,6 +290,22 @@ impl Endpoint {
             let Some(stream) = peer.send.get_mut(&stream_id) else {
                 continue;
             };
+            if let Some(offset) = stream.reset_due(now) {
+                // Abandoned units: the peer skips to `offset`. Repeated until acknowledged.
+                let frame = FrameMessage {
+                    head: head.clone(),
+                    body: Some(Body::Packet(PacketData {
+                        stream_id,
+                        stream_offset: offset as i64,
+                        flags: AtbusPacketFlagType::ResetOffset as i32,
+                        timepoint_microseconds: timepoint,
+                        ..Default::default()
+                    })),
+                };
+                used += self.codec.encoded_len(&frame);
+                frames.push(frame);
+                stream.reset_sent(now, rto);
+            }
             while let Some((start, _)) = stream.peek_next() {
                 let empty = FrameMessage {
                     head: head.clone(),
@@ -296,17 +352,20 @@ impl Endpoint {
                 if fragments.is_empty() {
                     break;
                 }
+                let mut flags = 0;
+                if finish {
+                    flags |= AtbusPacketFlagType::FinishStream as i32;
+                }
+                if stream.reset_offset() == Some(start) {
+                    flags |= AtbusPacketFlagType::ResetOffset as i32;
+                }
                 let frame = FrameMessage {
                     head: head.clone(),
                     body: Some(Body::Packet(PacketData {
                         stream_id,
                         stream_offset: start as i64,
                         content: encode_content(fragments),
-                        flags: if finish {
-                            AtbusPacketFlagType::FinishStream as i32
-                        } else {
-                            0
-                        },
+                        flags,
                         padding_size: 0,
                         timepoint_microseconds: timepoint,
                     })),

@@ -410,3 +410,77 @@ fn the_connection_kind_decides_how_input_is_framed() {
     assert_messages(&read_all(&mut pair.b, "a", 1), &[pattern(5000, 9)]);
     assert_eq!(ConnectionParams::stream().kind, ConnectionKind::Stream);
 }
+
+#[test]
+fn closing_a_connection_tells_the_peer_why_and_the_data_moves_to_another() {
+    let mut pair = Pair::new(EngineConfig::default());
+    let first = pair.connect(ConnectionParams::stream());
+    pair.connect(ConnectionParams::datagram_ipv4());
+    pair.pump(Duration::from_millis(10));
+    Pair::events(&mut pair.b);
+    let reason = CloseReasonData {
+        code: AtbusCloseReason::Shutdown as i32,
+        message: "moving to another path".into(),
+    };
+    pair.a.close_connection(pair.links[first].0, reason.clone());
+    let messages: Vec<Bytes> = (0..5).map(|i| pattern(2000, i)).collect();
+    for message in &messages {
+        pair.a
+            .send("b", 1, message.clone(), MessageMeta::default())
+            .unwrap();
+    }
+    pair.pump(Duration::from_secs(2));
+    let closed_at_b = pair.links[first].1;
+    assert!(
+        Pair::events(&mut pair.b).contains(&Event::ConnectionLost {
+            connection: closed_at_b,
+            peer: "a".into(),
+            reason
+        }),
+        "b learns the reason"
+    );
+    assert_messages(&read_all(&mut pair.b, "a", 1), &messages);
+    assert_eq!(
+        pair.a.reachable_peers().count(),
+        1,
+        "the other connection lives"
+    );
+}
+
+#[test]
+fn messages_past_their_timeout_are_abandoned_and_the_peer_skips_them() {
+    let config = EngineConfig {
+        message_timeout: Some(Duration::from_millis(300)),
+        ..EngineConfig::default()
+    };
+    let mut pair = Pair::new(config);
+    let link = pair.connect(ConnectionParams::datagram_ipv4());
+    pair.pump(Duration::from_millis(10));
+    // The path is down while the first two messages wait.
+    pair.links[link].2 = false;
+    pair.a
+        .send("b", 1, pattern(1000, 1), MessageMeta::default())
+        .unwrap();
+    pair.a
+        .send("b", 1, pattern(1000, 2), MessageMeta::default())
+        .unwrap();
+    pair.pump(Duration::from_millis(400));
+    let events = Pair::events(&mut pair.a);
+    assert!(
+        events.contains(&Event::MessagesExpired {
+            peer: "b".into(),
+            stream_id: 1,
+            count: 2
+        }),
+        "{events:?}"
+    );
+    assert_eq!(pair.a.memory(), 0, "abandoned data is released");
+    pair.links[link].2 = true;
+    pair.a
+        .send("b", 1, pattern(1000, 3), MessageMeta::default())
+        .unwrap();
+    pair.pump(Duration::from_secs(2));
+    assert_messages(&read_all(&mut pair.b, "a", 1), &[pattern(1000, 3)]);
+    assert_eq!(pair.b.stats().units_skipped, 2002);
+    assert_eq!(pair.a.stats().messages_expired, 2);
+}

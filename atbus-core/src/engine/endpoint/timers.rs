@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use atbus_proto::protocol::{AtbusCloseReason, CloseReasonData};
 
 use super::Endpoint;
+use crate::engine::event::Event;
 use crate::engine::transmit::ConnectionId;
 
 /// The retransmission timeout doubles at most this many times.
@@ -43,6 +44,7 @@ impl Endpoint {
 
     /// Lets the time pass: acts on every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
         let dead: Vec<ConnectionId> = self
             .connections
             .iter()
@@ -71,6 +73,19 @@ impl Endpoint {
             if !reachable {
                 continue; // nothing can be resent until a connection comes
             }
+            if let Some(timeout) = self.config.message_timeout {
+                for (&stream_id, stream) in peer.send.iter_mut() {
+                    if let Some((count, units)) = stream.expire(now, timeout) {
+                        peer.unacked_units -= units;
+                        self.stats.messages_expired += count as u64;
+                        self.events.push_back(Event::MessagesExpired {
+                            peer: name.clone(),
+                            stream_id,
+                            count,
+                        });
+                    }
+                }
+            }
             let mut timed_out = false;
             for stream in peer.send.values_mut() {
                 self.stats.flights_lost += stream.detect_lost(now, loss_delay) as u64;
@@ -82,6 +97,7 @@ impl Endpoint {
                 peer.rto_backoff += 1;
                 self.stats.rto_fired += 1;
             }
+            self.wake_blocked(&name);
         }
     }
 
@@ -110,6 +126,10 @@ impl Endpoint {
                 consider(stream.loss_time(loss_delay));
                 consider(stream.timeout_at(rto));
                 consider(stream.probe_at(rto));
+                consider(stream.reset_at());
+                if let Some(timeout) = self.config.message_timeout {
+                    consider(stream.expiry_at(timeout));
+                }
             }
         }
         next

@@ -12,6 +12,12 @@ const A: ConnectionId = ConnectionId(1);
 const B: ConnectionId = ConnectionId(2);
 const MS: Duration = Duration::from_millis(1);
 
+/// The time messages are queued at in these tests.
+fn t0() -> Instant {
+    static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *T0.get_or_init(Instant::now)
+}
+
 fn typed(packet_type: i32) -> MessageMeta {
     MessageMeta {
         packet_type,
@@ -35,7 +41,7 @@ fn a_message_is_cut_to_the_room_given_and_only_the_last_piece_ends_it() {
     let mut stream = SendStream::new(u64::MAX);
     let now = Instant::now();
     assert_eq!(
-        stream.push(Bytes::from_static(b"hello, world"), typed(101)),
+        stream.push(Bytes::from_static(b"hello, world"), typed(101), t0()),
         Some(0)
     );
     let pieces = all_pieces(&mut stream, 5, now);
@@ -55,9 +61,15 @@ fn a_message_is_cut_to_the_room_given_and_only_the_last_piece_ends_it() {
 fn small_messages_come_out_one_piece_each_and_zero_length_ones_take_one_unit() {
     let mut stream = SendStream::new(u64::MAX);
     let now = Instant::now();
-    assert_eq!(stream.push(Bytes::from_static(b"a"), typed(0)), Some(0));
-    assert_eq!(stream.push(Bytes::new(), typed(1)), Some(2));
-    assert_eq!(stream.push(Bytes::from_static(b"bc"), typed(2)), Some(3));
+    assert_eq!(
+        stream.push(Bytes::from_static(b"a"), typed(0), t0()),
+        Some(0)
+    );
+    assert_eq!(stream.push(Bytes::new(), typed(1), t0()), Some(2));
+    assert_eq!(
+        stream.push(Bytes::from_static(b"bc"), typed(2), t0()),
+        Some(3)
+    );
     let pieces = all_pieces(&mut stream, 100, now);
     let spans: Vec<_> = pieces.iter().map(|p| (p.start, p.end_offset())).collect();
     assert_eq!(spans, vec![(0, 2), (2, 3), (3, 6)]);
@@ -69,7 +81,7 @@ fn small_messages_come_out_one_piece_each_and_zero_length_ones_take_one_unit() {
 #[test]
 fn no_room_for_a_byte_gives_no_piece() {
     let mut stream = SendStream::new(u64::MAX);
-    stream.push(Bytes::from_static(b"x"), MessageMeta::default());
+    stream.push(Bytes::from_static(b"x"), MessageMeta::default(), t0());
     assert!(stream.take_piece(0, A, Instant::now()).is_none());
     assert!(stream.has_pending());
 }
@@ -78,8 +90,8 @@ fn no_room_for_a_byte_gives_no_piece() {
 fn acknowledgement_releases_the_queued_bytes() {
     let mut stream = SendStream::new(u64::MAX);
     let now = Instant::now();
-    stream.push(Bytes::from(vec![1; 100]), MessageMeta::default());
-    stream.push(Bytes::from(vec![2; 50]), MessageMeta::default());
+    stream.push(Bytes::from(vec![1; 100]), MessageMeta::default(), t0());
+    stream.push(Bytes::from(vec![2; 50]), MessageMeta::default(), t0());
     all_pieces(&mut stream, 1000, now);
     assert_eq!(stream.queued_bytes(), 150);
     assert_eq!(stream.on_ack(101, &[]), Ok(101));
@@ -98,7 +110,7 @@ fn acknowledgement_releases_the_queued_bytes() {
 #[test]
 fn acknowledging_units_never_sent_is_an_error() {
     let mut stream = SendStream::new(u64::MAX);
-    stream.push(Bytes::from(vec![1; 10]), MessageMeta::default());
+    stream.push(Bytes::from(vec![1; 10]), MessageMeta::default(), t0());
     stream.take_piece(4, A, Instant::now());
     assert_eq!(
         stream.on_ack(5, &[]),
@@ -116,7 +128,7 @@ fn a_flight_overtaken_by_three_acknowledged_ones_is_resent_without_copying() {
     let mut stream = SendStream::new(u64::MAX);
     let now = Instant::now();
     let data = Bytes::from(vec![7; 50]);
-    stream.push(data.clone(), MessageMeta::default());
+    stream.push(data.clone(), MessageMeta::default(), t0());
     let pieces = all_pieces(&mut stream, 10, now); // [0,10) [10,20) ... [40,51)
     assert_eq!(pieces.len(), 5);
     // The first piece is lost; the peer reports the rest received.
@@ -142,7 +154,7 @@ fn a_flight_overtaken_by_three_acknowledged_ones_is_resent_without_copying() {
 fn a_flight_overtaken_by_one_is_lost_only_after_the_loss_delay() {
     let mut stream = SendStream::new(u64::MAX);
     let start = Instant::now();
-    stream.push(Bytes::from(vec![7; 20]), MessageMeta::default());
+    stream.push(Bytes::from(vec![7; 20]), MessageMeta::default(), t0());
     stream.take_piece(10, A, start);
     stream.take_piece(10, A, start + MS);
     stream.on_ack(0, &[10..21]).unwrap();
@@ -162,7 +174,7 @@ fn a_flight_overtaken_by_one_is_lost_only_after_the_loss_delay() {
 fn the_retransmission_timeout_resends_the_oldest_flight_as_a_probe() {
     let mut stream = SendStream::new(u64::MAX);
     let start = Instant::now();
-    stream.push(Bytes::from(vec![7; 20]), MessageMeta::default());
+    stream.push(Bytes::from(vec![7; 20]), MessageMeta::default(), t0());
     stream.take_piece(10, A, start);
     stream.take_piece(10, A, start + 5 * MS);
     let rto = 100 * MS;
@@ -178,7 +190,7 @@ fn the_retransmission_timeout_resends_the_oldest_flight_as_a_probe() {
 fn the_flights_of_a_dead_connection_are_resent_on_another() {
     let mut stream = SendStream::new(u64::MAX);
     let now = Instant::now();
-    stream.push(Bytes::from(vec![7; 30]), MessageMeta::default());
+    stream.push(Bytes::from(vec![7; 30]), MessageMeta::default(), t0());
     stream.take_piece(10, A, now);
     stream.take_piece(10, B, now);
     stream.take_piece(10, A, now);
@@ -194,7 +206,7 @@ fn the_flights_of_a_dead_connection_are_resent_on_another() {
 fn ranges_the_peer_reported_received_are_not_resent() {
     let mut stream = SendStream::new(u64::MAX);
     let now = Instant::now();
-    stream.push(Bytes::from(vec![7; 30]), MessageMeta::default());
+    stream.push(Bytes::from(vec![7; 30]), MessageMeta::default(), t0());
     stream.take_piece(30, A, now); // one flight [0, 31)
     stream.on_ack(0, &[10..20]).unwrap(); // the peer holds the middle, from another copy
     assert_eq!(stream.on_timeout(now + 10 * MS, MS), 1);
@@ -209,13 +221,13 @@ fn ranges_the_peer_reported_received_are_not_resent() {
 fn the_stream_end_is_one_unit_after_the_last_message_and_nothing_follows_it() {
     let mut stream = SendStream::new(u64::MAX);
     let now = Instant::now();
-    stream.push(Bytes::from_static(b"bye"), MessageMeta::default());
-    assert_eq!(stream.finish(shutdown()), Some(4));
+    stream.push(Bytes::from_static(b"bye"), MessageMeta::default(), t0());
+    assert_eq!(stream.finish(shutdown(), t0()), Some(4));
     assert_eq!(
-        stream.push(Bytes::from_static(b"late"), MessageMeta::default()),
+        stream.push(Bytes::from_static(b"late"), MessageMeta::default(), t0()),
         None
     );
-    assert_eq!(stream.finish(shutdown()), None);
+    assert_eq!(stream.finish(shutdown(), t0()), None);
     let pieces = all_pieces(&mut stream, 100, now);
     assert_eq!(pieces.len(), 2);
     assert_eq!(pieces[1].start, 4);
@@ -238,9 +250,9 @@ proptest! {
         let mut sender = SendStream::new(u64::MAX);
         let mut receiver = Reassembler::new(1 << 30, u64::MAX);
         for message in &messages {
-            sender.push(Bytes::from(message.clone()), MessageMeta::default());
+            sender.push(Bytes::from(message.clone()), MessageMeta::default(), t0());
         }
-        sender.finish(CloseReasonData::default());
+        sender.finish(CloseReasonData::default(), t0());
         let start = Instant::now();
         let rto = 50 * MS;
         let mut delivered = Vec::new();
@@ -277,8 +289,8 @@ proptest! {
 fn new_data_stops_at_the_peers_window_and_resumes_when_it_grows() {
     let mut stream = SendStream::new(10);
     let now = Instant::now();
-    stream.push(Bytes::from(vec![1; 9]), MessageMeta::default()); // units [0, 10)
-    stream.push(Bytes::from(vec![2; 5]), MessageMeta::default()); // units [10, 16)
+    stream.push(Bytes::from(vec![1; 9]), MessageMeta::default(), t0()); // units [0, 10)
+    stream.push(Bytes::from(vec![2; 5]), MessageMeta::default(), t0()); // units [10, 16)
     let pieces = all_pieces(&mut stream, 100, now);
     assert_eq!(pieces.len(), 1);
     assert_eq!(
@@ -308,4 +320,39 @@ fn new_data_stops_at_the_peers_window_and_resumes_when_it_grows() {
     let piece = stream.take_piece(100, A, now).expect("the rest");
     assert_eq!((piece.start, piece.end_offset()), (14, 16));
     assert_eq!(piece.end, PieceEnd::Message);
+}
+
+#[test]
+fn expired_messages_are_abandoned_and_announced_until_acknowledged() {
+    let mut stream = SendStream::new(u64::MAX);
+    let start = t0();
+    stream.push(Bytes::from(vec![1; 10]), MessageMeta::default(), start);
+    stream.push(
+        Bytes::from(vec![2; 10]),
+        MessageMeta::default(),
+        start + 50 * MS,
+    );
+    stream.finish(shutdown(), start + 60 * MS);
+    all_pieces(&mut stream, 100, start); // everything in flight, nothing acknowledged
+    let timeout = 100 * MS;
+    assert_eq!(stream.expiry_at(timeout), Some(start + timeout));
+    assert_eq!(stream.expire(start + 99 * MS, timeout), None);
+    assert_eq!(stream.expire(start + timeout, timeout), Some((1, 11)));
+    assert_eq!(stream.queued_bytes(), 10);
+    assert_eq!(stream.reset_due(start + timeout), Some(11));
+    stream.reset_sent(start + timeout, 20 * MS);
+    assert_eq!(stream.reset_due(start + timeout + MS), None);
+    assert_eq!(stream.reset_at(), Some(start + timeout + 20 * MS));
+    // The second message expires too; the end of the stream never does.
+    assert_eq!(stream.expire(start + 10 * timeout, timeout), Some((1, 11)));
+    assert_eq!(stream.expire(start + 10 * timeout, timeout), None);
+    assert_eq!(stream.reset_due(start + 10 * timeout), Some(22));
+    stream.on_ack(22, &[]).unwrap();
+    assert_eq!(
+        stream.reset_at(),
+        None,
+        "acknowledged: no more announcements"
+    );
+    stream.on_ack(23, &[]).unwrap();
+    assert!(stream.is_finished_and_acked());
 }
