@@ -484,3 +484,63 @@ fn messages_past_their_timeout_are_abandoned_and_the_peer_skips_them() {
     assert_eq!(pair.b.stats().units_skipped, 2002);
     assert_eq!(pair.a.stats().messages_expired, 2);
 }
+
+/// Decodes the frames of a transmit and counts the acknowledgements among them.
+fn acks_in(transmit: &Transmit) -> usize {
+    let codec = atbus_proto::FrameCodec::default();
+    let mut data = transmit.data.clone();
+    let mut count = 0;
+    while let Ok(atbus_proto::Decoded::Frame(frame)) = codec.decode_bytes(&mut data) {
+        count += usize::from(matches!(
+            frame.message.body,
+            Some(atbus_proto::protocol::frame_message::Body::Acknowledge(_))
+        ));
+    }
+    count
+}
+
+#[test]
+fn acknowledgements_wait_a_little_come_every_second_packet_and_at_once_for_a_gap() {
+    let config = EngineConfig {
+        max_ack_delay: Duration::from_millis(5),
+        ..EngineConfig::default()
+    };
+    let mut pair = Pair::new(config);
+    pair.connect(ConnectionParams::datagram_ipv4());
+    pair.pump(Duration::from_millis(10));
+    let mut datagrams = Vec::new();
+    for index in 0..5u8 {
+        pair.a
+            .send("b", 1, pattern(500, index), MessageMeta::default())
+            .unwrap();
+        datagrams.extend(std::iter::from_fn(|| pair.a.poll_transmit(pair.now)));
+    }
+    assert_eq!(datagrams.len(), 5);
+    let (now, at_b) = (pair.now, ConnectionId(100));
+    let acks_after = |b: &mut Endpoint, at: Instant| -> usize {
+        std::iter::from_fn(|| b.poll_transmit(at))
+            .map(|t| acks_in(&t))
+            .sum()
+    };
+    // One packet: held back until the delay passes.
+    pair.b.handle_input(now, at_b, datagrams[0].data.clone());
+    assert_eq!(acks_after(&mut pair.b, now), 0);
+    assert_eq!(pair.b.poll_timeout(), Some(now + Duration::from_millis(5)));
+    pair.b.handle_timeout(now + Duration::from_millis(5));
+    assert_eq!(acks_after(&mut pair.b, now + Duration::from_millis(5)), 1);
+    // Two packets in order: one acknowledgement, at once after the second.
+    pair.b.handle_input(now, at_b, datagrams[1].data.clone());
+    assert_eq!(acks_after(&mut pair.b, now), 0);
+    pair.b.handle_input(now, at_b, datagrams[2].data.clone());
+    assert_eq!(acks_after(&mut pair.b, now), 1);
+    // The fifth before the fourth: a new gap, acknowledged at once.
+    pair.b.handle_input(now, at_b, datagrams[4].data.clone());
+    assert_eq!(acks_after(&mut pair.b, now), 1);
+    // A duplicate means our acknowledgement was lost: at once again.
+    pair.b.handle_input(now, at_b, datagrams[4].data.clone());
+    assert_eq!(
+        acks_after(&mut pair.b, now),
+        1,
+        "a duplicate asks for one at once"
+    );
+}
