@@ -81,6 +81,7 @@ fn at_five_percent_loss_ten_mebibytes_cost_under_1_3x_the_bytes_and_3x_the_time(
             elapsed,
             wire_bytes,
             stats,
+            ..
         } => {
             eprintln!(
                 "at {loss} loss: sender {:?}\nreceiver {:?}",
@@ -108,4 +109,34 @@ fn at_five_percent_loss_ten_mebibytes_cost_under_1_3x_the_bytes_and_3x_the_time(
         time_ratio < 3.0,
         "{time_ratio:.2}x the loss-free time at 5% loss"
     );
+}
+
+#[test]
+fn data_goes_over_the_connection_with_the_lowest_rtt_while_the_other_stays_warm() {
+    let payload = Workload {
+        streams: vec![Outgoing {
+            stream_id: 1,
+            sizes: vec![16 * 1024; 256],
+        }],
+    };
+    let nothing = Workload { streams: vec![] };
+    let link = |delay_ms| {
+        LinkProfile::perfect_datagram()
+            .with_delay(Duration::from_millis(delay_ms))
+            .with_bandwidth(50_000_000)
+            .with_mtu(1232)
+    };
+    // The slow link is the first one added: the choice is by RTT, not by order. Only the first
+    // window goes before either link has an RTT sample.
+    match run(3, (&payload, &nothing), &[link(40), link(5)], None) {
+        Outcome::Done { link_bytes, .. } => {
+            let (slow, fast) = (link_bytes[0], link_bytes[1]);
+            assert!(
+                fast > 10 * slow,
+                "fast link {fast} bytes, slow link {slow} bytes"
+            );
+            assert!(slow > 0, "the slow link is pinged");
+        }
+        Outcome::Failed(problem) => panic!("{problem}"),
+    }
 }

@@ -349,6 +349,8 @@ pub enum Outcome {
         wire_bytes: u64,
         /// The engine counters of a and b.
         stats: Box<[EngineStats; 2]>,
+        /// Bytes put on each link, both directions, in the order of the links given.
+        link_bytes: Vec<u64>,
     },
     Failed(String),
 }
@@ -498,6 +500,10 @@ pub fn run(
                 net.node(a).endpoint.stats().clone(),
                 net.node(b).endpoint.stats().clone(),
             ]),
+            link_bytes: made
+                .iter()
+                .map(|&link| net.stats(link).total().sent_bytes)
+                .collect(),
         }
     } else {
         Outcome::Failed(problems.join("; "))
