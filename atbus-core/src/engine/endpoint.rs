@@ -52,8 +52,11 @@ pub struct Endpoint {
 impl Endpoint {
     /// An endpoint for the node `name`, created at `now`.
     pub fn new(name: impl Into<String>, config: EngineConfig, now: Instant) -> Self {
+        let max_frame_length = config
+            .max_frame_length
+            .min(atbus_proto::MAX_FRAME_LENGTH_LIMIT);
         let codec_config = CodecConfig::default()
-            .with_max_frame_length(config.max_frame_length)
+            .with_max_frame_length(max_frame_length)
             .unwrap_or_default();
         Self {
             name: name.into(),
@@ -95,6 +98,13 @@ impl Endpoint {
     ) -> Result<(), ConnectionError> {
         if self.connections.contains_key(&id) {
             return Err(ConnectionError::DuplicateId(id));
+        }
+        let max = self.codec.config().max_frame_length();
+        if params.mtu > max {
+            return Err(ConnectionError::MtuTooLarge {
+                mtu: params.mtu,
+                max,
+            });
         }
         if params.mtu < MIN_MTU {
             return Err(ConnectionError::MtuTooSmall {

@@ -50,6 +50,15 @@ pub enum ConnectionError {
     /// The id is already in use.
     #[error("connection id {0} is already in use")]
     DuplicateId(super::ConnectionId),
+    /// The MTU is larger than a frame may be (`max_frame_length`): frames filling it would be
+    /// refused.
+    #[error("an MTU of {mtu} bytes is over the frame limit of {max} bytes")]
+    MtuTooLarge {
+        /// The MTU given.
+        mtu: usize,
+        /// The configured frame limit.
+        max: usize,
+    },
     /// The MTU leaves no room for stream data.
     #[error("an MTU of {mtu} bytes is too small: at least {min} are needed")]
     MtuTooSmall {

@@ -304,6 +304,37 @@ fn finishing_a_stream_is_reported_to_both_ends() {
 }
 
 #[test]
+fn connections_with_an_mtu_outside_the_frame_limits_are_refused() {
+    let mut pair = Pair::new(EngineConfig::default());
+    let now = pair.now;
+    assert_eq!(
+        pair.a.add_connection(
+            now,
+            ConnectionId(7),
+            "b",
+            ConnectionParams::stream().with_mtu(64)
+        ),
+        Err(ConnectionError::MtuTooSmall {
+            mtu: 64,
+            min: MIN_MTU
+        })
+    );
+    let huge = ConnectionParams::stream().with_mtu(8 * 1024 * 1024);
+    assert!(matches!(
+        pair.a.add_connection(now, ConnectionId(7), "b", huge),
+        Err(ConnectionError::MtuTooLarge { .. })
+    ));
+    pair.a
+        .add_connection(now, ConnectionId(7), "b", ConnectionParams::stream())
+        .unwrap();
+    assert_eq!(
+        pair.a
+            .add_connection(now, ConnectionId(7), "b", ConnectionParams::stream()),
+        Err(ConnectionError::DuplicateId(ConnectionId(7)))
+    );
+}
+
+#[test]
 fn negative_stream_ids_are_reserved() {
     let mut pair = Pair::new(EngineConfig::default());
     assert_eq!(
