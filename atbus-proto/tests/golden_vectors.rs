@@ -9,9 +9,12 @@
 //! Regenerate the files after a deliberate change to a vector with
 //! `ATBUS_BLESS_VECTORS=1 cargo test -p atbus-proto --test golden_vectors`, and review the diff.
 
-use std::io::Write;
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+use support::{body_of, protoc};
 
 use atbus_proto::protocol::frame_message::Body;
 use atbus_proto::protocol::packet_content::FragmentType;
@@ -220,49 +223,6 @@ fn blessing() -> bool {
     std::env::var_os("ATBUS_BLESS_VECTORS").is_some()
 }
 
-/// Runs protoc with our .proto files, `args`, and `input` on its standard input.
-fn protoc(args: &[&str], input: &[u8]) -> Vec<u8> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let program = std::env::var_os("PROTOC").unwrap_or_else(|| "protoc".into());
-    let mut child = Command::new(&program)
-        .args(args)
-        .arg("-I")
-        .arg(manifest.join("proto"))
-        .arg(manifest.join("proto/libatbus_protocol.proto"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| {
-            panic!("cannot run {program:?}: {err}; install protobuf-compiler (scripts/test does)")
-        });
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write to protoc");
-    let output = child.wait_with_output().expect("protoc output");
-    assert!(
-        output.status.success(),
-        "protoc {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
-
-/// The `frame_message` bytes of a whole frame: between the header and the CRC.
-fn body_of(frame: &[u8]) -> &[u8] {
-    // Every vector has a one-byte version; the length varint follows.
-    assert_eq!(u64::from(frame[0]), PROTOCOL_VERSION);
-    let mut length_field = &frame[1..];
-    let length = prost::encoding::decode_varint(&mut length_field).expect("length varint");
-    let header_len = frame.len() - length_field.len();
-    let body = &frame[header_len..frame.len() - CHECKSUM_LEN];
-    assert_eq!(body.len() as u64, length, "length field");
-    body
-}
-
 fn content_of(message: &FrameMessage) -> Option<&Bytes> {
     match &message.body {
         Some(Body::Packet(packet)) => Some(&packet.content),
@@ -276,6 +236,7 @@ fn decode_one(codec: &FrameCodec, bytes: &[u8]) -> FrameMessage {
         Ok(Decoded::Frame(frame)) => {
             assert!(buf.is_empty(), "one frame per vector");
             assert_eq!(frame.wire_len, bytes.len());
+            assert_eq!(frame.version, PROTOCOL_VERSION);
             frame.message
         }
         other => panic!("vector does not decode: {other:?}"),

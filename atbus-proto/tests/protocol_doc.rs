@@ -2,9 +2,11 @@
 //! decodes with our codec (so its header and CRC-32 are right), and its body is what the text
 //! format shown before it in the same section says, as protoc prints it.
 
-use std::io::Write;
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
+
+use support::{body_of, protoc};
 
 use atbus_proto::{Decoded, FrameCodec};
 use bytes::BytesMut;
@@ -54,42 +56,6 @@ fn hex_dump(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// The `frame_message` bytes of a whole frame: after the two header varints, before the CRC.
-fn body_of(frame: &[u8]) -> &[u8] {
-    let mut rest = frame;
-    prost::encoding::decode_varint(&mut rest).expect("version varint");
-    let length = prost::encoding::decode_varint(&mut rest).expect("length varint");
-    &rest[..usize::try_from(length).expect("length")]
-}
-
-fn protoc_decode_frame_message(body: &[u8]) -> String {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let program = std::env::var_os("PROTOC").unwrap_or_else(|| "protoc".into());
-    let mut child = Command::new(&program)
-        .arg("--decode=atbus.protocol.frame_message")
-        .arg("-I")
-        .arg(manifest.join("proto"))
-        .arg(manifest.join("proto/libatbus_protocol.proto"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot run {program:?}: {err}; install protobuf-compiler"));
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(body)
-        .expect("write");
-    let output = child.wait_with_output().expect("protoc");
-    assert!(
-        output.status.success(),
-        "protoc: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("protoc prints UTF-8")
-}
-
 #[test]
 fn every_worked_example_decodes_and_matches_its_text_format() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/protocol.md");
@@ -120,7 +86,11 @@ fn every_worked_example_decodes_and_matches_its_text_format() {
             .find(|earlier| hex_dump(&earlier.text).is_none())
             .map(|earlier| earlier.text.as_str())
             .unwrap_or("");
-        let printed = protoc_decode_frame_message(body_of(&frame));
+        let printed = String::from_utf8(protoc(
+            &["--decode=atbus.protocol.frame_message"],
+            body_of(&frame),
+        ))
+        .expect("protoc prints UTF-8");
         assert_eq!(printed, expected, "{}", block.section);
         checked += 1;
     }

@@ -224,14 +224,10 @@ impl Endpoint {
         let clock = self.clock;
         let initial_window = self.config.initial_window;
         let peer = self.peers.entry(peer_name.to_string()).or_default();
-        let stream = peer
-            .send
-            .entry(stream_id)
-            .or_insert_with(|| SendStream::new(initial_window));
-        let over_stream = stream.unacked_units() > 0
-            && stream.unacked_units() + units > self.config.stream_send_window;
-        let over_peer =
-            peer.unacked_units > 0 && peer.unacked_units + units > self.config.peer_send_window;
+        let peer_units = peer.unacked_units;
+        let stream_units = peer.send_stream(stream_id, initial_window).unacked_units();
+        let over_stream = stream_units > 0 && stream_units + units > self.config.stream_send_window;
+        let over_peer = peer_units > 0 && peer_units + units > self.config.peer_send_window;
         if over_stream || over_peer {
             peer.blocked.insert(stream_id);
             self.stats.would_block += 1;
@@ -239,7 +235,8 @@ impl Endpoint {
                 peer: peer_name.to_string(),
             });
         }
-        let offset = stream
+        let offset = peer
+            .send_stream(stream_id, initial_window)
             .push(data, meta, clock)
             .ok_or_else(|| SendError::StreamFinished {
                 peer: peer_name.to_string(),
@@ -262,11 +259,7 @@ impl Endpoint {
         let clock = self.clock;
         let initial_window = self.config.initial_window;
         let peer = self.peers.entry(peer_name.to_string()).or_default();
-        let stream = peer
-            .send
-            .entry(stream_id)
-            .or_insert_with(|| SendStream::new(initial_window));
-        stream
+        peer.send_stream(stream_id, initial_window)
             .finish(reason, clock)
             .ok_or_else(|| SendError::StreamFinished {
                 peer: peer_name.to_string(),

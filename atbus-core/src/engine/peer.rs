@@ -53,6 +53,13 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
+    /// Our direction of `stream_id`, created if new with `window` as the peer's assumed window.
+    pub fn send_stream(&mut self, stream_id: i64, window: u64) -> &mut SendStream {
+        self.send
+            .entry(stream_id)
+            .or_insert_with(|| SendStream::new(window))
+    }
+
     /// The window to announce for `stream_id`: what the application has taken, plus
     /// `stream_window` or four fifths of what is left of `budget` besides the other streams' data,
     /// whichever is less. The fifth kept back pays for the bookkeeping of the pieces, so that data
