@@ -116,10 +116,11 @@ impl Endpoint {
             })));
         }
         for (name, peer) in &self.peers {
-            consider(peer.ack_deadline);
+            // Nothing can go to a peer without connections: no timer may keep firing for it.
             if !peer.reachable {
                 continue;
             }
+            consider(peer.ack_deadline);
             let rto = self.rto(name);
             let loss_delay = self.loss_delay(name);
             for stream in peer.send.values() {
