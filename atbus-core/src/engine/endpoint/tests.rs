@@ -575,3 +575,29 @@ fn acknowledgements_wait_a_little_come_every_second_packet_and_at_once_for_a_gap
         "a duplicate asks for one at once"
     );
 }
+
+#[test]
+fn no_timer_keeps_firing_for_a_peer_without_connections() {
+    let mut pair = Pair::new(EngineConfig::default());
+    let link = pair.connect(ConnectionParams::datagram_ipv4());
+    pair.pump(Duration::from_millis(10));
+    pair.a
+        .send("b", 1, pattern(3000, 1), MessageMeta::default())
+        .unwrap();
+    let first = pair.a.poll_transmit(pair.now).expect("data");
+    pair.b
+        .handle_input(pair.now, pair.links[link].1, first.data);
+    // b owes an acknowledgement, a has data in flight; then both lose the connection.
+    pair.a.connection_lost(pair.now, pair.links[link].0);
+    pair.b.connection_lost(pair.now, pair.links[link].1);
+    let later = pair.now + Duration::from_secs(1);
+    for endpoint in [&mut pair.a, &mut pair.b] {
+        endpoint.handle_timeout(later);
+        while endpoint.poll_transmit(later).is_some() {}
+        assert!(
+            endpoint.poll_timeout().is_none_or(|at| at > later),
+            "{}: a timer in the past would spin",
+            endpoint.name()
+        );
+    }
+}
