@@ -6,9 +6,10 @@
 //! across runs and machines.
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use atbus_benches::report::{is_bench_run, nanoseconds, output_directory};
 use atbus_proto::protocol::frame_message::Body;
 use atbus_proto::protocol::{FrameMessage, MessageHead, PacketData};
 use atbus_proto::{Decoded, FrameCodec};
@@ -91,35 +92,6 @@ fn bench_codec(criterion: &mut Criterion) {
     }
 }
 
-/// Where criterion writes its estimates: `$CRITERION_HOME`, else `criterion/` in the target
-/// directory.
-fn output_directory() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return home.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("criterion")
-}
-
-/// Criterion's time per iteration, in nanoseconds, for one benchmark measured since `start`.
-fn nanoseconds(directory: &Path, group: &str, size: usize, start: SystemTime) -> Option<f64> {
-    let path = directory
-        .join(group)
-        .join(size.to_string())
-        .join("new/estimates.json");
-    if std::fs::metadata(&path).ok()?.modified().ok()? < start {
-        return None;
-    }
-    let estimates: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    let estimate = match &estimates["slope"] {
-        serde_json::Value::Null => &estimates["mean"],
-        slope => slope,
-    };
-    estimate["point_estimate"].as_f64()
-}
-
 /// Prints frames/s, GB/s and the ratio to memcpy for every size measured since `start`.
 fn print_summary(directory: &Path, start: SystemTime) {
     println!();
@@ -161,7 +133,7 @@ fn main() {
     bench_codec(&mut criterion);
     criterion.final_summary();
     // Only a real benchmark run (`cargo bench`) writes fresh estimates; test mode does not.
-    if std::env::args().any(|arg| arg == "--bench") {
+    if is_bench_run() {
         print_summary(&directory, start);
     }
 }

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use arbitrary::{Result, Unstructured};
 use atbus_proto::protocol::packet_content::FragmentType;
 use atbus_proto::protocol::{
-    AcknowledgeData, CloseReasonData, ForwardData, FrameMessage, MessageHead, PacketContent,
-    PacketData, PacketOptions, PingData, StreamAcknowledge, frame_message::Body,
+    AcknowledgeData, CloseReasonData, ForwardData, FrameMessage, MessageHead, OffsetRange,
+    PacketContent, PacketData, PacketOptions, PingData, StreamAcknowledge, frame_message::Body,
 };
 use atbus_proto::{
     CodecConfig, DEFAULT_MAX_FRAME_LENGTH, Decoded, EncodeError, FrameCodec, PROTOCOL_VERSION,
@@ -94,6 +94,13 @@ fn acknowledge(u: &mut Unstructured) -> Result<AcknowledgeData> {
                 stream_id: int64(u)?,
                 acknowledge_offset: int64(u)?,
                 received_max_offset: int64(u)?,
+                received_ranges: some(u, 4, |u| {
+                    Ok(OffsetRange {
+                        start: int64(u)?,
+                        end: int64(u)?,
+                    })
+                })?,
+                window_offset: int64(u)?,
             })
         })?,
         timepoint_microseconds: int64(u)?,
