@@ -274,7 +274,15 @@ impl Endpoint {
         let peer = self.peers.get_mut(peer_name)?;
         let stream = peer.recv.get_mut(&stream_id)?;
         let before = stream.reassembler.held();
-        let message = stream.reassembler.pop_message();
+        let mut message = stream.reassembler.pop_message();
+        // A peer that sends messages over the limit breaks the contract: they are dropped.
+        while message
+            .as_ref()
+            .is_some_and(|m| m.data.len() > self.config.max_message_size)
+        {
+            self.stats.oversized_messages += 1;
+            message = stream.reassembler.pop_message();
+        }
         peer.received_held -= before - stream.reassembler.held();
         match &message {
             Some(_) => self.stats.messages_received += 1,

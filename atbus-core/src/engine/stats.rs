@@ -41,6 +41,8 @@ pub struct EngineStats {
     pub units_skipped: u64,
     /// Messages this endpoint abandoned after `message_timeout`.
     pub messages_expired: u64,
+    /// Messages received over `max_message_size`, dropped instead of delivered.
+    pub oversized_messages: u64,
     /// Pieces that were already held or delivered.
     pub duplicate_pieces: u64,
     /// Packets for a new stream beyond `max_streams_per_peer`.

@@ -601,3 +601,23 @@ fn no_timer_keeps_firing_for_a_peer_without_connections() {
         );
     }
 }
+
+#[test]
+fn a_message_over_the_receivers_limit_is_dropped_and_the_stream_goes_on() {
+    let small = EngineConfig {
+        max_message_size: 1000,
+        ..EngineConfig::default()
+    };
+    let mut pair = Pair::new(EngineConfig::default());
+    pair.b = Endpoint::new("b", small, pair.now);
+    pair.connect(ConnectionParams::stream());
+    pair.a
+        .send("b", 1, pattern(5000, 1), MessageMeta::default())
+        .unwrap();
+    pair.a
+        .send("b", 1, pattern(500, 2), MessageMeta::default())
+        .unwrap();
+    pair.pump(Duration::from_secs(1));
+    assert_messages(&read_all(&mut pair.b, "a", 1), &[pattern(500, 2)]);
+    assert_eq!(pair.b.stats().oversized_messages, 1);
+}
