@@ -28,6 +28,9 @@ mod input;
 mod output;
 mod timers;
 
+/// Close reasons sent with a stream's end keep at most this many bytes of their message.
+pub const MAX_CLOSE_MESSAGE: usize = 48;
+
 /// The smallest MTU a connection may have: room for the headers and some data.
 pub const MIN_MTU: usize = 128;
 
@@ -213,7 +216,7 @@ impl Endpoint {
             });
         }
         let room = MIN_MTU / 2;
-        let meta_size = super::wire::fragment_overhead(Some(&meta));
+        let meta_size = super::wire::fragment_overhead(Some(&meta), None);
         if meta_size > room {
             return Err(SendError::MetadataTooLarge {
                 size: meta_size,
@@ -254,8 +257,16 @@ impl Endpoint {
         &mut self,
         peer_name: &str,
         stream_id: i64,
-        reason: CloseReasonData,
+        mut reason: CloseReasonData,
     ) -> Result<(), SendError> {
+        // The reason travels in one packet of the smallest MTU: keep its text short.
+        if reason.message.len() > MAX_CLOSE_MESSAGE {
+            let mut cut = MAX_CLOSE_MESSAGE;
+            while !reason.message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.message.truncate(cut);
+        }
         let clock = self.clock;
         let initial_window = self.config.initial_window;
         let peer = self.peers.entry(peer_name.to_string()).or_default();

@@ -259,15 +259,21 @@ impl SendStream {
         self.next_new
     }
 
-    /// Where the next piece starts, and the metadata it carries if it begins a message.
-    pub fn peek_next(&self) -> Option<(u64, Option<&MessageMeta>)> {
+    /// Where the next piece starts, the metadata it carries if it begins a message, and the
+    /// close reason it carries if it is the end of the stream.
+    #[allow(clippy::type_complexity)]
+    pub fn peek_next(&self) -> Option<(u64, Option<&MessageMeta>, Option<&CloseReasonData>)> {
         let from = match self.lost.first() {
             Some(range) if range.start < self.window => range.start,
             _ if self.next_new < self.end.min(self.window) => self.next_new,
             _ => return None,
         };
         let queued = &self.queue[self.queue_index(from)?];
-        Some((from, (queued.start == from).then_some(&queued.meta)))
+        let close = match &queued.end {
+            PieceEnd::Stream(reason) => Some(reason),
+            _ => None,
+        };
+        Some((from, (queued.start == from).then_some(&queued.meta), close))
     }
 
     /// Pieces currently in flight.

@@ -121,8 +121,12 @@ pub(crate) fn fragment_of(piece: Piece) -> FragmentType {
 /// Encoded size of a fragment with `meta` and `data_len` bytes of data inside `packet_content`
 /// (its tag and length prefix included), at most: varint lengths are counted at their largest
 /// for the sizes a frame can hold.
-pub(crate) fn fragment_overhead(meta: Option<&MessageMeta>) -> usize {
+pub(crate) fn fragment_overhead(
+    meta: Option<&MessageMeta>,
+    close: Option<&CloseReasonData>,
+) -> usize {
     const KEY_AND_LEN: usize = 1 + 4;
+    let close_len = close.map_or(0, |reason| KEY_AND_LEN + reason.encoded_len());
     let meta_len = meta.map_or(0, |meta| {
         FragmentType {
             packet_type: meta.packet_type,
@@ -133,7 +137,7 @@ pub(crate) fn fragment_overhead(meta: Option<&MessageMeta>) -> usize {
         .encoded_len()
     });
     // fragment key+len, data key+len, fragment_flag (key + 1 byte), the metadata fields.
-    KEY_AND_LEN + KEY_AND_LEN + 2 + meta_len
+    KEY_AND_LEN + KEY_AND_LEN + 2 + meta_len + close_len
 }
 
 /// Encodes `fragments` as a `packet_content`.
@@ -263,7 +267,7 @@ mod tests {
             }),
         };
         let fragment = fragment_of(piece.clone());
-        let overhead = fragment_overhead(piece.meta.as_ref());
+        let overhead = fragment_overhead(piece.meta.as_ref(), None);
         let encoded = PacketContent {
             fragment: vec![fragment.clone()],
         }

@@ -272,6 +272,8 @@ impl Endpoint {
                 }
             }
             self.stats.flights_lost += stream.detect_lost(now, loss_delay) as u64;
+            // Emptied of flights while the window is shut: arm the window probe.
+            stream.note_blocked(now);
             if stream.is_finished_and_acked() {
                 peer.send.remove(&entry.stream_id);
                 peer.blocked.remove(&entry.stream_id);

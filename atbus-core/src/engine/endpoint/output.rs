@@ -20,7 +20,7 @@ use crate::engine::transmit::{ConnectionId, Transmit};
 use crate::engine::wire::{encode_content, fragment_of, fragment_overhead};
 
 /// Room kept for the growth of length varints when a frame is filled to its MTU.
-const VARINT_SLACK: usize = 4;
+const VARINT_SLACK: usize = 6;
 
 impl Endpoint {
     /// The next transmit, if any connection has something to send.
@@ -222,12 +222,31 @@ impl Endpoint {
                     .collect(),
             };
             ack.acknowledge.push(entry);
-            let frame = FrameMessage {
-                head: head.clone(),
-                body: Some(Body::Acknowledge(ack.clone())),
+            // Report fewer ranges rather than no acknowledgement when the MTU is tight.
+            let fits = loop {
+                let frame = FrameMessage {
+                    head: head.clone(),
+                    body: Some(Body::Acknowledge(ack.clone())),
+                };
+                if out.len() + self.codec.encoded_len(&frame) <= mtu {
+                    break true;
+                }
+                let Some(last) = ack.acknowledge.last_mut() else {
+                    break false;
+                };
+                if last.received_ranges.pop().is_none() {
+                    ack.acknowledge.pop();
+                    break false;
+                }
             };
-            if out.len() + self.codec.encoded_len(&frame) > mtu {
-                ack.acknowledge.pop();
+            if !fits {
+                if ack.acknowledge.is_empty() && out.is_empty() {
+                    // Not even one entry fits an empty transmit: give up on this
+                    // acknowledgement (the peer's resends ask for it again) rather than keep a
+                    // timer due forever.
+                    included.push(stream_id);
+                    continue;
+                }
                 break;
             }
             included.push(stream_id);
@@ -292,7 +311,7 @@ impl Endpoint {
             };
             if let Some(offset) = stream.reset_due(now) {
                 // Abandoned units: the peer skips to `offset`. Repeated until acknowledged.
-                let frame = FrameMessage {
+                let reset = FrameMessage {
                     head: head.clone(),
                     body: Some(Body::Packet(PacketData {
                         stream_id,
@@ -302,11 +321,14 @@ impl Endpoint {
                         ..Default::default()
                     })),
                 };
-                used += self.codec.encoded_len(&frame);
-                frames.push(frame);
-                stream.reset_sent(now, rto);
+                let len = self.codec.encoded_len(&reset);
+                if used + len <= mtu {
+                    used += len;
+                    frames.push(reset);
+                    stream.reset_sent(now, rto);
+                }
             }
-            while let Some((start, _)) = stream.peek_next() {
+            while let Some((start, _, _)) = stream.peek_next() {
                 let empty = FrameMessage {
                     head: head.clone(),
                     body: Some(Body::Packet(PacketData {
@@ -326,11 +348,11 @@ impl Endpoint {
                 let mut content_len = 0;
                 let mut next = start;
                 let mut finish = false;
-                while let Some((piece_start, meta)) = stream.peek_next() {
+                while let Some((piece_start, meta, close)) = stream.peek_next() {
                     if piece_start != next {
                         break; // not contiguous: it goes in the next packet
                     }
-                    let overhead = fragment_overhead(meta);
+                    let overhead = fragment_overhead(meta, close);
                     let Some(max_data) = room.checked_sub(content_len + overhead) else {
                         break;
                     };
@@ -378,7 +400,7 @@ impl Endpoint {
             if stream.probe_at(rto).is_some_and(|at| at <= now) {
                 // Blocked on the peer's window with nothing in flight: an empty packet makes
                 // the peer acknowledge with its current window.
-                frames.push(FrameMessage {
+                let probe = FrameMessage {
                     head: head.clone(),
                     body: Some(Body::Packet(PacketData {
                         stream_id,
@@ -386,8 +408,13 @@ impl Endpoint {
                         timepoint_microseconds: timepoint,
                         ..Default::default()
                     })),
-                });
-                stream.probed(now);
+                };
+                let len = self.codec.encoded_len(&probe);
+                if used + len <= mtu {
+                    used += len;
+                    frames.push(probe);
+                    stream.probed(now);
+                }
             }
             peer.next_stream = stream_id.wrapping_add(1);
             if mtu.saturating_sub(used) < 64 {
