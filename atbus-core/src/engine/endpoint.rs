@@ -245,6 +245,9 @@ impl Endpoint {
                 peer: peer_name.to_string(),
                 stream_id,
             })?;
+        // Queued behind a shut window with nothing in flight: arm the window probe.
+        peer.send_stream(stream_id, initial_window)
+            .note_blocked(clock);
         peer.unacked_units += units;
         self.stats.messages_sent += 1;
         Ok(offset)
