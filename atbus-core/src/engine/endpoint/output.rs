@@ -311,16 +311,13 @@ impl Endpoint {
             };
             if let Some(offset) = stream.reset_due(now) {
                 // Abandoned units: the peer skips to `offset`. Repeated until acknowledged.
-                let reset = FrameMessage {
-                    head: head.clone(),
-                    body: Some(Body::Packet(PacketData {
-                        stream_id,
-                        stream_offset: offset as i64,
-                        flags: AtbusPacketFlagType::ResetOffset as i32,
-                        timepoint_microseconds: timepoint,
-                        ..Default::default()
-                    })),
-                };
+                let reset = packet_frame(
+                    &head,
+                    (stream_id, offset),
+                    AtbusPacketFlagType::ResetOffset as i32,
+                    Bytes::new(),
+                    timepoint,
+                );
                 let len = self.codec.encoded_len(&reset);
                 if used + len <= mtu {
                     used += len;
@@ -329,17 +326,13 @@ impl Endpoint {
                 }
             }
             while let Some((start, _, _)) = stream.peek_next() {
-                let empty = FrameMessage {
-                    head: head.clone(),
-                    body: Some(Body::Packet(PacketData {
-                        stream_id,
-                        stream_offset: start as i64,
-                        content: Bytes::new(),
-                        flags: AtbusPacketFlagType::FinishStream as i32,
-                        padding_size: 0,
-                        timepoint_microseconds: timepoint,
-                    })),
-                };
+                let empty = packet_frame(
+                    &head,
+                    (stream_id, start),
+                    AtbusPacketFlagType::FinishStream as i32,
+                    Bytes::new(),
+                    timepoint,
+                );
                 let base = self.codec.encoded_len(&empty) + 1 + VARINT_SLACK;
                 let Some(room) = mtu.checked_sub(used + base) else {
                     break;
@@ -381,17 +374,13 @@ impl Endpoint {
                 if stream.reset_offset() == Some(start) {
                     flags |= AtbusPacketFlagType::ResetOffset as i32;
                 }
-                let frame = FrameMessage {
-                    head: head.clone(),
-                    body: Some(Body::Packet(PacketData {
-                        stream_id,
-                        stream_offset: start as i64,
-                        content: encode_content(fragments),
-                        flags,
-                        padding_size: 0,
-                        timepoint_microseconds: timepoint,
-                    })),
-                };
+                let frame = packet_frame(
+                    &head,
+                    (stream_id, start),
+                    flags,
+                    encode_content(fragments),
+                    timepoint,
+                );
                 used += self.codec.encoded_len(&frame);
                 debug_assert!(used <= mtu, "packet over the MTU: {used} > {mtu}");
                 frames.push(frame);
@@ -400,15 +389,13 @@ impl Endpoint {
             if stream.probe_at(rto).is_some_and(|at| at <= now) {
                 // Blocked on the peer's window with nothing in flight: an empty packet makes
                 // the peer acknowledge with its current window.
-                let probe = FrameMessage {
-                    head: head.clone(),
-                    body: Some(Body::Packet(PacketData {
-                        stream_id,
-                        stream_offset: stream.next_new() as i64,
-                        timepoint_microseconds: timepoint,
-                        ..Default::default()
-                    })),
-                };
+                let probe = packet_frame(
+                    &head,
+                    (stream_id, stream.next_new()),
+                    0,
+                    Bytes::new(),
+                    timepoint,
+                );
                 let len = self.codec.encoded_len(&probe);
                 if used + len <= mtu {
                     used += len;
@@ -424,5 +411,26 @@ impl Endpoint {
         for frame in &frames {
             self.push_frame(out, frame, usize::MAX);
         }
+    }
+}
+
+/// A packet frame of `stream_id` at `offset`.
+fn packet_frame(
+    head: &Option<MessageHead>,
+    (stream_id, offset): (i64, u64),
+    flags: i32,
+    content: Bytes,
+    timepoint: i64,
+) -> FrameMessage {
+    FrameMessage {
+        head: head.clone(),
+        body: Some(Body::Packet(PacketData {
+            stream_id,
+            stream_offset: offset as i64,
+            content,
+            flags,
+            padding_size: 0,
+            timepoint_microseconds: timepoint,
+        })),
     }
 }
