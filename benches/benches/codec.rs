@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use atbus_benches::report::{is_bench_run, nanoseconds, output_directory};
+use atbus_benches::report::nanoseconds;
 use atbus_proto::protocol::frame_message::Body;
 use atbus_proto::protocol::{FrameMessage, MessageHead, PacketData};
 use atbus_proto::{Decoded, FrameCodec};
@@ -123,17 +123,5 @@ fn print_summary(directory: &Path, start: SystemTime) {
 }
 
 fn main() {
-    let start = SystemTime::now();
-    let directory = output_directory();
-    let mut criterion = Criterion::default()
-        .output_directory(&directory)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .configure_from_args();
-    bench_codec(&mut criterion);
-    criterion.final_summary();
-    // Only a real benchmark run (`cargo bench`) writes fresh estimates; test mode does not.
-    if is_bench_run() {
-        print_summary(&directory, start);
-    }
+    atbus_benches::report::run(Duration::from_secs(2), bench_codec, print_summary);
 }

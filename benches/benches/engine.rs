@@ -22,7 +22,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use atbus_benches::report::{is_bench_run, nanoseconds, output_directory};
+use atbus_benches::report::nanoseconds;
 use atbus_core::engine::{
     ConnectionId, ConnectionParams, Endpoint, EngineConfig, Event, MessageMeta, SendError, Transmit,
 };
@@ -333,16 +333,5 @@ fn print_summary(directory: &Path, start: SystemTime) {
 }
 
 fn main() {
-    let start = SystemTime::now();
-    let directory = output_directory();
-    let mut criterion = Criterion::default()
-        .output_directory(&directory)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .configure_from_args();
-    bench_engine(&mut criterion);
-    criterion.final_summary();
-    if is_bench_run() {
-        print_summary(&directory, start);
-    }
+    atbus_benches::report::run(Duration::from_secs(3), bench_engine, print_summary);
 }

@@ -23,6 +23,28 @@ pub mod report {
         target.join("criterion")
     }
 
+    /// Runs a bench binary: criterion configured from the command line (with this warm-up of
+    /// 1 s and `measurement` time per benchmark) runs `benches`, then, on a real benchmark run,
+    /// `summary` prints its table from the estimates written since the start.
+    pub fn run(
+        measurement: std::time::Duration,
+        benches: impl FnOnce(&mut criterion::Criterion),
+        summary: impl FnOnce(&Path, SystemTime),
+    ) {
+        let start = SystemTime::now();
+        let directory = output_directory();
+        let mut criterion = criterion::Criterion::default()
+            .output_directory(&directory)
+            .warm_up_time(std::time::Duration::from_secs(1))
+            .measurement_time(measurement)
+            .configure_from_args();
+        benches(&mut criterion);
+        criterion.final_summary();
+        if is_bench_run() {
+            summary(&directory, start);
+        }
+    }
+
     /// Whether this is a real benchmark run (`cargo bench`), which writes fresh estimates; test
     /// mode (`cargo test --benches`) does not.
     pub fn is_bench_run() -> bool {
