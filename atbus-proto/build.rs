@@ -4,7 +4,10 @@
 use std::io::Result;
 
 fn main() -> Result<()> {
-    let protos = ["proto/libatbus_protocol.proto"];
+    let protos = [
+        "proto/libatbus_protocol.proto",
+        "proto/atbus_handshake.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

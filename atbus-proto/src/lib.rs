@@ -56,6 +56,17 @@ pub mod protocol {
     include!(concat!(env!("OUT_DIR"), "/atbus.protocol.rs"));
 }
 
+/// The generated message types of `proto/atbus_handshake.proto` (package `atbus.handshake`): the
+/// handshake that authenticates a connection (`docs/protocol.md` section 8).
+#[allow(
+    missing_docs,
+    clippy::doc_lazy_continuation,
+    clippy::doc_overindented_list_items
+)]
+pub mod handshake {
+    include!(concat!(env!("OUT_DIR"), "/atbus.handshake.rs"));
+}
+
 pub use codec::FrameCodec;
 pub use config::{CodecConfig, ConfigError, DEFAULT_MAX_FRAME_LENGTH, MAX_FRAME_LENGTH_LIMIT};
 pub use decode::{Decoded, Frame};

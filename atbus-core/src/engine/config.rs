@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
+use super::auth::AuthConfig;
+
 /// Limits and timers of an [`Endpoint`](super::Endpoint).
 ///
 /// Memory an endpoint spends on one peer is bounded by `peer_send_window` (data queued until
 /// acknowledged) plus `peer_receive_budget` (data received and not yet taken), whatever the peer
 /// sends.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// The largest message, in bytes, that may be sent or received. Default 64 MiB.
     pub max_message_size: usize,
@@ -53,6 +55,8 @@ pub struct EngineConfig {
     pub idle_timeout: Duration,
     /// Frames of more bytes than this are refused by the codec. Default 2 MiB.
     pub max_frame_length: usize,
+    /// Authentication: the tokens accepted, anonymous peers, tickets, the replay window.
+    pub auth: AuthConfig,
 }
 
 impl Default for EngineConfig {
@@ -75,6 +79,7 @@ impl Default for EngineConfig {
             keep_alive_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             max_frame_length: atbus_proto::DEFAULT_MAX_FRAME_LENGTH,
+            auth: AuthConfig::default(),
         }
     }
 }

@@ -1,13 +1,63 @@
-//! The state the engine keeps for one connection: its peer, RTT, liveness and keep-alive, the
-//! pongs it owes, and the read buffer of a stream transport.
+//! The state the engine keeps for one connection: its peer and how it was authenticated, where
+//! its handshake stands, RTT, liveness and keep-alive, the pongs it owes, and the read buffer of a
+//! stream transport.
 
 use std::time::Instant;
 
 use atbus_proto::protocol::{CloseReasonData, PingData};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
+use super::auth::{AuthFailure, Credential, PeerIdentity};
 use super::config::ConnectionParams;
 use super::rtt::RttEstimator;
+
+/// Where a connection's handshake stands.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// Authenticated: frames flow.
+    Established,
+    /// Accepting side: waiting for the hello.
+    AwaitingHello,
+    /// Accepting side: the hello checked but its nonce could not be remembered, so the
+    /// connecting side must confirm with a proof over our nonce first.
+    AwaitingConfirm {
+        /// The key of the proofs.
+        key: Vec<u8>,
+        /// The proof of the accept we sent, which the confirm's proof covers.
+        accept_proof: Vec<u8>,
+    },
+    /// Connecting side: the hello is out, the accept awaited.
+    Connecting(Box<ClientHandshake>),
+}
+
+/// The connecting side's handshake in progress.
+#[derive(Debug)]
+pub(crate) struct ClientHandshake {
+    /// The hello frame, as sent (resent as is on datagram connections).
+    pub hello_frame: Bytes,
+    /// The hello's proof and nonce, which the accept's proof covers.
+    pub hello_proof: Vec<u8>,
+    /// The hello's nonce.
+    pub nonce: Vec<u8>,
+    /// The key of the proofs: a token or a ticket's secret; `None` when anonymous.
+    pub key: Option<Vec<u8>>,
+    /// The credential, to store a ticket under.
+    pub credential: Credential,
+    /// Whether the hello carried a ticket.
+    pub resumed: bool,
+    /// The node we mean to reach, if known.
+    pub expected_peer: Option<String>,
+    /// Whether data follows the hello before the accept.
+    pub early_data: bool,
+    /// When the hello first went out; `None` until it did.
+    pub sent_at: Option<Instant>,
+    /// Whether the hello was sent more than once (its round trip is then no RTT sample).
+    pub resent: bool,
+    /// When to send the hello again (datagram connections).
+    pub resend_at: Option<Instant>,
+    /// Resends so far.
+    pub attempts: u32,
+}
 
 /// Pongs owed beyond this are not queued: a peer pinging faster than we answer gets fewer.
 const MAX_PONGS_OWED: usize = 4;
@@ -35,6 +85,22 @@ pub(crate) struct Connection {
     pub latest_packet: Option<(i64, Instant)>,
     /// The application closes the connection: one FINISH_CONNECTION goes out, then it is gone.
     pub closing: Option<CloseReasonData>,
+    /// Where the handshake stands.
+    pub phase: Phase,
+    /// Who the peer authenticated as; `None` until it has.
+    pub identity: Option<PeerIdentity>,
+    /// Handshake frames to send before anything else.
+    pub outbox: Vec<Bytes>,
+    /// When the handshake must be complete.
+    pub handshake_deadline: Option<Instant>,
+    /// Bytes received before authentication: no answer to them may be larger.
+    pub unauthenticated_received: usize,
+    /// Whether the unauthenticated input decoded as a handshake (only then is a refusal sent).
+    pub answerable: bool,
+    /// The rule the peer broke, when the connection is being refused.
+    pub failure: Option<AuthFailure>,
+    /// Accepting side: the hello's nonce and the accept sent for it, to answer a resent hello.
+    pub accepted_hello: Option<(Bytes, Bytes)>,
 }
 
 impl Connection {
@@ -51,7 +117,20 @@ impl Connection {
             pongs_owed: Vec::new(),
             latest_packet: None,
             closing: None,
+            phase: Phase::Established,
+            identity: None,
+            outbox: Vec::new(),
+            handshake_deadline: None,
+            unauthenticated_received: 0,
+            answerable: false,
+            failure: None,
+            accepted_hello: None,
         }
+    }
+
+    /// Whether the connection is authenticated.
+    pub fn is_established(&self) -> bool {
+        matches!(self.phase, Phase::Established)
     }
 
     /// Notes a ping to answer.

@@ -13,6 +13,7 @@ use atbus_proto::protocol::CloseReasonData;
 use atbus_proto::{CodecConfig, FrameCodec};
 use bytes::Bytes;
 
+use super::auth::state::AuthState;
 use super::config::{ConnectionParams, EngineConfig};
 use super::connection::Connection;
 use super::error::{ConnectionError, SendError};
@@ -24,6 +25,7 @@ use super::send::SendStream;
 use super::stats::EngineStats;
 use super::transmit::ConnectionId;
 
+mod handshake;
 mod input;
 mod output;
 mod timers;
@@ -50,6 +52,11 @@ pub struct Endpoint {
     /// The connection the next `poll_transmit` looks at first (round robin).
     next_connection: ConnectionId,
     stats: EngineStats,
+    /// Replay cache, issued identities, tickets, randomness, Unix clock.
+    auth: AuthState,
+    /// Decodes the first frame of an unauthenticated stream connection, with the handshake's
+    /// size limit.
+    handshake_codec: FrameCodec,
 }
 
 impl Endpoint {
@@ -61,9 +68,19 @@ impl Endpoint {
         let codec_config = CodecConfig::default()
             .with_max_frame_length(max_frame_length)
             .unwrap_or_default();
+        let handshake_config = CodecConfig::default()
+            .with_max_frame_length(
+                config
+                    .auth
+                    .max_handshake_size
+                    .clamp(MIN_MTU, max_frame_length),
+            )
+            .unwrap_or_default();
         Self {
             name: name.into(),
             codec: FrameCodec::new(codec_config),
+            handshake_codec: FrameCodec::new(handshake_config),
+            auth: AuthState::new(&config.auth, now),
             config,
             epoch: now,
             clock: now,
@@ -90,13 +107,52 @@ impl Endpoint {
         &self.stats
     }
 
-    /// Registers a live connection to `peer`. The engine starts using it at once: it pings it
-    /// for an RTT sample, and sends on it when it is the peer's best.
+    /// Registers a live connection to `peer` whose identity the transport already vouches for
+    /// (in-process, or mutual TLS): no handshake. The engine starts using it at once: it pings
+    /// it for an RTT sample, and sends on it when it is the peer's best. Connections over an
+    /// untrusted network go through [`connect`](Self::connect) and [`accept`](Self::accept)
+    /// instead.
     pub fn add_connection(
         &mut self,
         now: Instant,
         id: ConnectionId,
         peer: &str,
+        params: ConnectionParams,
+    ) -> Result<(), ConnectionError> {
+        self.check_new_connection(id, params)?;
+        self.tick(now);
+        let rtt = RttEstimator::new(self.config.initial_rtt);
+        let mut connection = Connection::new(peer.to_string(), params, rtt, now);
+        connection.identity = Some(super::auth::PeerIdentity {
+            name: peer.to_string(),
+            kind: super::auth::IdentityKind::Transport,
+            relay: false,
+            resumed: false,
+        });
+        self.connections.insert(id, connection);
+        self.bind_to_peer(id, peer);
+        Ok(())
+    }
+
+    /// Puts `connection` among `peer`'s connections, and tells the application if the peer was
+    /// unreachable.
+    pub(super) fn bind_to_peer(&mut self, id: ConnectionId, peer: &str) {
+        let entry = self.peers.entry(peer.to_string()).or_default();
+        if !entry.connections.contains(&id) {
+            entry.connections.push(id);
+        }
+        if !entry.reachable {
+            entry.reachable = true;
+            self.events.push_back(Event::PeerReachable {
+                peer: peer.to_string(),
+            });
+        }
+    }
+
+    /// Checks the id and MTU of a connection about to be added.
+    fn check_new_connection(
+        &self,
+        id: ConnectionId,
         params: ConnectionParams,
     ) -> Result<(), ConnectionError> {
         if self.connections.contains_key(&id) {
@@ -113,18 +169,6 @@ impl Endpoint {
             return Err(ConnectionError::MtuTooSmall {
                 mtu: params.mtu,
                 min: MIN_MTU,
-            });
-        }
-        self.tick(now);
-        let rtt = RttEstimator::new(self.config.initial_rtt);
-        self.connections
-            .insert(id, Connection::new(peer.to_string(), params, rtt, now));
-        let entry = self.peers.entry(peer.to_string()).or_default();
-        entry.connections.push(id);
-        if !entry.reachable {
-            entry.reachable = true;
-            self.events.push_back(Event::PeerReachable {
-                peer: peer.to_string(),
             });
         }
         Ok(())
@@ -161,6 +205,8 @@ impl Endpoint {
             return;
         };
         self.stats.connections_lost += 1;
+        let established = state.is_established();
+        let failure = state.failure;
         let peer_name = state.peer;
         if let Some(peer) = self.peers.get_mut(&peer_name) {
             peer.connections.retain(|&id| id != connection);
@@ -177,11 +223,18 @@ impl Endpoint {
                 });
             }
         }
-        self.events.push_back(Event::ConnectionLost {
-            connection,
-            peer: peer_name,
-            reason,
-        });
+        match (established, failure) {
+            (false, Some(failure)) => self.events.push_back(Event::HandshakeFailed {
+                connection,
+                failure,
+                reason,
+            }),
+            _ => self.events.push_back(Event::ConnectionLost {
+                connection,
+                peer: peer_name,
+                reason,
+            }),
+        }
     }
 
     /// Queues `data` as one message on `stream_id` to `peer`. The peer need not be connected:

@@ -67,4 +67,36 @@ pub enum ConnectionError {
         /// The smallest the engine accepts.
         min: usize,
     },
+    /// The endpoint's name cannot be used on the wire (empty, too long, or with spaces or
+    /// control characters), or an anonymous connection was asked for by a named endpoint.
+    #[error("{0}")]
+    InvalidName(String),
+    /// The hello does not fit the connection's MTU (names or ticket too long).
+    #[error("the handshake hello of {size} bytes does not fit the MTU of {mtu} bytes")]
+    HelloTooLarge {
+        /// Size of the hello frame.
+        size: usize,
+        /// The connection's MTU.
+        mtu: usize,
+    },
+    /// Early data was asked for without naming the peer it goes to.
+    #[error("early data needs the peer's name in ConnectOptions::peer")]
+    EarlyDataNeedsPeer,
+}
+
+/// Why an identity could not be issued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IssueError {
+    /// The name cannot be used on the wire.
+    #[error("cannot issue an identity named {name:?}: a name is 1 to 253 visible characters")]
+    InvalidName {
+        /// The name asked for.
+        name: String,
+    },
+    /// Negative stream ids belong to the bus.
+    #[error("cannot issue stream id {stream_id}: applications use ids from 0")]
+    ReservedStream {
+        /// The id asked for.
+        stream_id: i64,
+    },
 }

@@ -2,6 +2,7 @@
 
 use atbus_proto::protocol::CloseReasonData;
 
+use super::auth::AuthFailure;
 use super::transmit::ConnectionId;
 
 /// Something that happened, from [`Endpoint::poll_event`](super::Endpoint::poll_event).
@@ -65,5 +66,32 @@ pub enum Event {
         peer: String,
         /// Why.
         reason: CloseReasonData,
+    },
+    /// A connection's handshake completed: the peer proved who it is (and, on the connecting
+    /// side, so did the accepting side).
+    Authenticated {
+        /// The connection.
+        connection: ConnectionId,
+        /// The peer's name.
+        peer: String,
+        /// Whether the data sent with the hello was delivered (on the connecting side: taken by
+        /// the peer; what was not is being sent again).
+        early_data_accepted: bool,
+        /// Whether a resumption ticket stood in for the long-term credential.
+        resumed: bool,
+    },
+    /// A connection was refused during its handshake, and forgotten: the runtime closes it.
+    HandshakeFailed {
+        /// The connection.
+        connection: ConnectionId,
+        /// The rule that failed.
+        failure: AuthFailure,
+        /// The close reason sent, or received from the accepting side.
+        reason: CloseReasonData,
+    },
+    /// This endpoint, connecting anonymously, was given its name by the accepting side.
+    NameAssigned {
+        /// The name: the endpoint goes by it from now on.
+        name: String,
     },
 }

@@ -8,6 +8,7 @@
 //! application queues messages with [`Endpoint::send`] and takes them with [`Endpoint::read`].
 //! The stream rules it implements are those of `docs/protocol.md` section 5.
 
+pub mod auth;
 mod config;
 mod connection;
 mod endpoint;
@@ -24,9 +25,13 @@ mod stats;
 pub mod transmit;
 mod wire;
 
+pub use auth::{
+    AllowRule, AnonymousPolicy, AuthConfig, AuthFailure, ConnectOptions, Credential, IdentityKind,
+    IssuedIdentity, PeerIdentity, Token, TokenError,
+};
 pub use config::{ConnectionKind, ConnectionParams, EngineConfig};
 pub use endpoint::{Endpoint, MIN_MTU};
-pub use error::{ConnectionError, SendError};
+pub use error::{ConnectionError, IssueError, SendError};
 pub use event::Event;
 pub use message::{MessageMeta, ReceivedMessage};
 pub use stats::EngineStats;

@@ -1,5 +1,9 @@
 //! Counters of what an endpoint did, for operators and tests.
 
+use std::collections::BTreeMap;
+
+use super::auth::AuthFailure;
+
 /// Counters of an [`Endpoint`](super::Endpoint), only ever increasing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineStats {
@@ -55,4 +59,18 @@ pub struct EngineStats {
     pub acks_sent: u64,
     /// Pings sent.
     pub pings_sent: u64,
+    /// Handshakes completed, on either side.
+    pub handshakes_completed: u64,
+    /// Connections refused, by the rule that failed.
+    pub auth_failures: BTreeMap<AuthFailure, u64>,
+    /// Frames of early data dropped because the hello's nonce could not be remembered (they are
+    /// sent again after the handshake).
+    pub early_data_dropped: u64,
+}
+
+impl EngineStats {
+    /// Refusals for `failure`.
+    pub fn auth_failures(&self, failure: AuthFailure) -> u64 {
+        self.auth_failures.get(&failure).copied().unwrap_or(0)
+    }
 }

@@ -3,16 +3,19 @@
 
 use std::time::{Duration, Instant};
 
-use atbus_proto::Decoded;
 use atbus_proto::protocol::frame_message::Body;
 use atbus_proto::protocol::{
     AcknowledgeData, AtbusCloseReason, AtbusPacketFlagType, CloseReasonData, FrameMessage,
     PacketData, PingData,
 };
+use atbus_proto::{DecodeError, Decoded};
 use bytes::Bytes;
 
 use super::Endpoint;
+use super::handshake::HANDSHAKE_STREAM;
+use crate::engine::auth::AuthFailure;
 use crate::engine::config::ConnectionKind;
+use crate::engine::connection::Phase;
 use crate::engine::event::Event;
 use crate::engine::peer::RecvStream;
 use crate::engine::reassembly::{Inserted, Reassembler};
@@ -31,17 +34,28 @@ impl Endpoint {
             return;
         };
         self.stats.bytes_received += data.len() as u64;
+        if !state.is_established() {
+            state.unauthenticated_received += data.len();
+        }
         match state.params.kind {
             ConnectionKind::Datagram => {
                 let mut datagram = data;
                 while !datagram.is_empty() {
                     match self.codec.decode_bytes(&mut datagram) {
                         Ok(Decoded::Frame(frame)) => {
-                            self.handle_frame(now, connection, frame.message)
+                            self.handle_frame(now, connection, frame.message, frame.wire_len)
                         }
                         // A truncated or corrupt frame spoils the rest of the datagram.
                         Ok(Decoded::Incomplete { .. }) | Err(_) => {
                             self.stats.invalid_frames += 1;
+                            // Garbage instead of a hello: forget the connection.
+                            if self
+                                .connections
+                                .get(&connection)
+                                .is_some_and(|state| matches!(state.phase, Phase::AwaitingHello))
+                            {
+                                self.refuse(connection, AuthFailure::Malformed);
+                            }
                             break;
                         }
                     }
@@ -53,11 +67,31 @@ impl Endpoint {
                     let Some(state) = self.connections.get_mut(&connection) else {
                         return;
                     };
-                    match self.codec.decode(&mut state.read_buffer) {
+                    if state.closing.is_some() {
+                        return; // refused: nothing more is read
+                    }
+                    // Until the hello is in, frames are held to the handshake's size limit.
+                    let awaiting_hello = matches!(state.phase, Phase::AwaitingHello);
+                    let codec = if awaiting_hello {
+                        &self.handshake_codec
+                    } else {
+                        &self.codec
+                    };
+                    match codec.decode(&mut state.read_buffer) {
                         Ok(Decoded::Frame(frame)) => {
-                            self.handle_frame(now, connection, frame.message)
+                            self.handle_frame(now, connection, frame.message, frame.wire_len)
                         }
                         Ok(Decoded::Incomplete { .. }) => break,
+                        Err(error) if awaiting_hello => {
+                            self.stats.invalid_frames += 1;
+                            state.read_buffer.clear();
+                            let failure = match error {
+                                DecodeError::FrameTooLong { .. } => AuthFailure::Oversized,
+                                _ => AuthFailure::Malformed,
+                            };
+                            self.refuse(connection, failure);
+                            return;
+                        }
                         Err(error) => {
                             // A stream cannot be resynchronised after a bad frame.
                             self.stats.invalid_frames += 1;
@@ -74,19 +108,41 @@ impl Endpoint {
         }
     }
 
-    fn handle_frame(&mut self, now: Instant, connection: ConnectionId, frame: FrameMessage) {
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        connection: ConnectionId,
+        frame: FrameMessage,
+        wire_len: usize,
+    ) {
+        let Some(state) = self.connections.get(&connection) else {
+            return;
+        };
+        if state.closing.is_some() {
+            return;
+        }
+        let is_handshake = matches!(&frame.body,
+            Some(Body::Packet(packet)) if packet.stream_id == HANDSHAKE_STREAM);
+        if is_handshake || !state.is_established() {
+            self.handle_handshake_frame(now, connection, frame, wire_len);
+            return;
+        }
+        let head = frame.head.unwrap_or_default();
+        let is_ping = matches!(frame.body, Some(Body::Ping(_) | Body::Pong(_)));
+        // Pings may come without a head; everything else must come from the peer's authenticated
+        // name, and be for us.
+        if !(is_ping && head.source.is_empty()) {
+            if !self.authorize(now, connection, &head, frame.body.as_ref()) {
+                return;
+            }
+            if head.destination != self.name {
+                self.stats.misaddressed_frames += 1;
+                return;
+            }
+        }
         let Some(state) = self.connections.get_mut(&connection) else {
             return;
         };
-        let head = frame.head.unwrap_or_default();
-        let is_ping = matches!(frame.body, Some(Body::Ping(_) | Body::Pong(_)));
-        // Pings may come without a head; everything else must name this connection's peer and us.
-        if !(is_ping && head.source.is_empty())
-            && (head.source != state.peer || head.destination != self.name)
-        {
-            self.stats.misaddressed_frames += 1;
-            return;
-        }
         state.last_received = now;
         self.stats.frames_received += 1;
         match frame.body {

@@ -15,6 +15,7 @@ use prost::Message;
 use prost::encoding::encoded_len_varint;
 
 use super::Endpoint;
+use crate::engine::connection::Phase;
 use crate::engine::piece::PieceEnd;
 use crate::engine::transmit::{ConnectionId, Transmit};
 use crate::engine::wire::{encode_content, fragment_of, fragment_overhead};
@@ -90,31 +91,81 @@ impl Endpoint {
 
     /// The FINISH_CONNECTION of a connection being closed: a packet on the bus's own stream -1
     /// whose one fragment carries the reason (it covers no stream offset).
-    fn build_close(&mut self, id: ConnectionId, reason: CloseReasonData) -> Option<Bytes> {
+    ///
+    /// A connection refused in its handshake gets one only if what it sent decoded as a
+    /// handshake, and never more bytes than it sent (the reason's text is cut to fit).
+    fn build_close(&mut self, id: ConnectionId, mut reason: CloseReasonData) -> Option<Bytes> {
         let state = self.connections.get(&id)?;
-        let (mtu, peer) = (state.params.mtu, state.peer.clone());
-        let fragment = FragmentType {
-            close_reason: Some(reason),
-            ..Default::default()
-        };
-        let frame = FrameMessage {
-            head: self.head(&peer),
-            body: Some(Body::Packet(PacketData {
-                stream_id: -1,
-                content: encode_content(vec![fragment]),
-                flags: AtbusPacketFlagType::FinishConnection as i32,
+        let (mut mtu, peer) = (state.params.mtu, state.peer.clone());
+        if !state.is_established() {
+            if !state.answerable {
+                return None;
+            }
+            mtu = mtu.min(state.unauthenticated_received);
+        }
+        loop {
+            let fragment = FragmentType {
+                close_reason: Some(reason.clone()),
                 ..Default::default()
-            })),
-        };
-        let mut out = BytesMut::new();
-        self.push_frame(&mut out, &frame, mtu).then(|| out.freeze())
+            };
+            let frame = FrameMessage {
+                head: self.head(&peer),
+                body: Some(Body::Packet(PacketData {
+                    stream_id: -1,
+                    content: encode_content(vec![fragment]),
+                    flags: AtbusPacketFlagType::FinishConnection as i32,
+                    ..Default::default()
+                })),
+            };
+            let mut out = BytesMut::new();
+            if self.push_frame(&mut out, &frame, mtu) {
+                return Some(out.freeze());
+            }
+            if reason.message.is_empty() {
+                return None;
+            }
+            let mut cut = reason.message.len() / 2;
+            while !reason.message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.message.truncate(cut);
+        }
     }
 
     fn build_transmit(&mut self, now: Instant, id: ConnectionId) -> Option<Bytes> {
-        let state = self.connections.get(&id)?;
+        let state = self.connections.get_mut(&id)?;
         let mtu = state.params.mtu;
         let peer_name = state.peer.clone();
         let mut out = BytesMut::new();
+
+        // Handshake frames go first.
+        let outbox = std::mem::take(&mut state.outbox);
+        let early_data = match &state.phase {
+            Phase::Established => None,
+            Phase::Connecting(handshake) => Some(handshake.early_data),
+            _ => Some(false),
+        };
+        if !outbox.is_empty() {
+            for frame in outbox {
+                out.extend_from_slice(&frame);
+                self.stats.frames_sent += 1;
+            }
+            self.hello_sent(now, id);
+        }
+        if let Some(early_data) = early_data {
+            // In the handshake: nothing but what may go with the hello.
+            let rto = self.rto(&peer_name);
+            let sends_data = early_data
+                && self.best_connection(&peer_name) == Some(id)
+                && self
+                    .peers
+                    .get(&peer_name)
+                    .is_some_and(|peer| peer.send.values().any(|stream| stream.has_pending()));
+            if sends_data {
+                self.push_data(now, id, &peer_name, &mut out, mtu, rto);
+            }
+            return (!out.is_empty()).then(|| out.freeze());
+        }
 
         // Pongs owed, and a ping when due.
         let pongs = std::mem::take(&mut self.connections.get_mut(&id)?.pongs_owed);

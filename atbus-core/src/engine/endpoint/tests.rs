@@ -344,25 +344,48 @@ fn negative_stream_ids_are_reserved() {
 }
 
 #[test]
-fn frames_that_speak_for_another_node_are_dropped() {
+fn a_frame_that_speaks_for_another_node_closes_the_connection_as_unauthorized() {
     let mut pair = Pair::new(EngineConfig::default());
     pair.connect(ConnectionParams::datagram_ipv4());
+    Pair::events(&mut pair.b);
     let codec = atbus_proto::FrameCodec::default();
-    let mut spoofed = bytes::BytesMut::new();
-    let frame = FrameMessage {
-        head: Some(MessageHead {
-            source: "mallory".into(),
-            destination: "b".into(),
-            ..Default::default()
-        }),
-        body: Some(atbus_proto::protocol::frame_message::Body::Ping(
-            PingData::default(),
-        )),
+    let ping_from = |source: &str, destination: &str| {
+        let mut out = bytes::BytesMut::new();
+        let frame = FrameMessage {
+            head: Some(MessageHead {
+                source: source.into(),
+                destination: destination.into(),
+                ..Default::default()
+            }),
+            body: Some(atbus_proto::protocol::frame_message::Body::Ping(
+                PingData::default(),
+            )),
+        };
+        codec.encode(&frame, &mut out).unwrap();
+        out.freeze()
     };
-    codec.encode(&frame, &mut spoofed).unwrap();
+    // From the right peer to someone else: not ours, dropped.
     pair.b
-        .handle_input(pair.now, ConnectionId(100), spoofed.freeze());
+        .handle_input(pair.now, ConnectionId(100), ping_from("a", "carol"));
     assert_eq!(pair.b.stats().misaddressed_frames, 1);
+    // Speaking for another node: refused.
+    pair.b
+        .handle_input(pair.now, ConnectionId(100), ping_from("mallory", "b"));
+    assert_eq!(
+        pair.b
+            .stats()
+            .auth_failures(crate::engine::AuthFailure::SpoofedSource),
+        1
+    );
+    let close = pair.b.poll_transmit(pair.now).expect("a close frame");
+    assert_eq!(close.connection, ConnectionId(100));
+    let lost = Pair::events(&mut pair.b);
+    assert!(
+        lost.iter()
+            .any(|e| matches!(e, Event::ConnectionLost { reason, .. }
+            if reason.code == atbus_proto::protocol::AtbusCloseReason::Unauthorized as i32)),
+        "{lost:?}"
+    );
 }
 
 #[test]

@@ -45,6 +45,7 @@ impl Endpoint {
     /// Lets the time pass: acts on every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tick(now);
+        self.handshake_timeouts(now);
         let dead: Vec<ConnectionId> = self
             .connections
             .iter()
@@ -109,11 +110,14 @@ impl Endpoint {
                 next = Some(next.map_or(at, |current| current.min(at)));
             }
         };
+        consider(self.handshake_timer());
         for state in self.connections.values() {
             consider(Some(state.last_received + self.config.idle_timeout));
-            consider(Some(state.last_ping.map_or(self.epoch, |last| {
-                last + self.config.keep_alive_interval
-            })));
+            if state.is_established() {
+                consider(Some(state.last_ping.map_or(self.epoch, |last| {
+                    last + self.config.keep_alive_interval
+                })));
+            }
         }
         for (name, peer) in &self.peers {
             // Nothing can go to a peer without connections: no timer may keep firing for it.
