@@ -32,6 +32,8 @@ pub struct Entry {
     pub expires_ms: i64,
     /// Which issue of the name this is: a re-issue makes older connections' identity stale.
     pub generation: u64,
+    /// Revoked: kept so that its handshakes are refused as revoked until it is issued again.
+    pub revoked: bool,
 }
 
 /// The identities this endpoint issued, by name.
@@ -61,6 +63,7 @@ impl IssuedRegistry {
                 token: token.clone(),
                 expires_ms,
                 generation: self.next_generation,
+                revoked: false,
             },
         );
         IssuedIdentity {
@@ -72,9 +75,15 @@ impl IssuedRegistry {
         }
     }
 
-    /// Forgets `name`'s identity; whether there was one.
+    /// Revokes `name`'s identity; whether there was a live one.
     pub fn revoke(&mut self, name: &str) -> bool {
-        self.by_name.remove(name).is_some()
+        match self.by_name.get_mut(name) {
+            Some(entry) if !entry.revoked => {
+                entry.revoked = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The identity a hello with `name` and `stream_id` must prove, if it is issued and live.
@@ -83,7 +92,7 @@ impl IssuedRegistry {
         if entry.stream_id != stream_id {
             return Err(AuthFailure::UnknownName);
         }
-        if entry.expires_ms < now_ms {
+        if entry.revoked || entry.expires_ms < now_ms {
             return Err(AuthFailure::Revoked);
         }
         Ok(entry)
@@ -91,9 +100,9 @@ impl IssuedRegistry {
 
     /// Whether the identity `name` of `generation` is still issued and unexpired.
     pub fn is_live(&self, name: &str, generation: u64, now_ms: i64) -> bool {
-        self.by_name
-            .get(name)
-            .is_some_and(|entry| entry.generation == generation && entry.expires_ms >= now_ms)
+        self.by_name.get(name).is_some_and(|entry| {
+            entry.generation == generation && !entry.revoked && entry.expires_ms >= now_ms
+        })
     }
 
     /// Whether `name` is reserved by an issued identity.
@@ -140,6 +149,10 @@ mod tests {
         assert!(registry.is_live("client-1", second, 0));
         assert!(registry.revoke("client-1"));
         assert!(!registry.is_live("client-1", second, 0));
+        assert_eq!(
+            registry.lookup("client-1", 7, 0).err(),
+            Some(AuthFailure::Revoked)
+        );
         assert!(!registry.revoke("client-1"));
     }
 }

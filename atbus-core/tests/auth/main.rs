@@ -1,0 +1,12 @@
+//! Identity and authentication on the simulated network (`docs/protocol.md` section 8), one
+//! module per rule of the auth issue: 1-RTT and token rotation, 0-RTT and replays, resumption
+//! tickets, anonymous peers, issued identities, no spoofing, and refusals.
+
+mod anonymous;
+mod handshake;
+mod issued;
+mod refusals;
+mod resumption;
+mod spoofing;
+mod support;
+mod zero_rtt;
