@@ -144,3 +144,51 @@ fn the_token_is_never_on_the_wire_nor_in_the_logs() {
     }
     assert!(!format!("{shared:?}").contains(&shared.reveal_hex()));
 }
+
+#[test]
+fn the_handshake_completes_over_a_lossy_link_and_early_data_arrives_exactly_once() {
+    use atbus_core::sim::LinkProfile;
+    for seed in 0..40 {
+        let mut world = World::new(100 + seed);
+        let shared = token(7);
+        let server = world.add("server", accepting([shared.clone()]));
+        let client = world.add("client", Default::default());
+        let expected: Vec<Bytes> = (0..20)
+            .map(|i| Bytes::from(format!("message {i} of seed {seed}")))
+            .collect();
+        for message in &expected {
+            world
+                .node_mut(client)
+                .endpoint
+                .send("server", 1, message.clone(), MessageMeta::default())
+                .expect("send");
+        }
+        let profile = LinkProfile::perfect_datagram()
+            .with_delay(Duration::from_millis(10))
+            .with_jitter(Duration::from_millis(5))
+            .with_loss(0.3)
+            .with_duplicate(0.1)
+            .with_reorder(0.2);
+        let link = world.connect(
+            client,
+            server,
+            profile,
+            ConnectOptions::new("server", Credential::Token(shared)),
+        );
+        world.run_for(Duration::from_secs(20));
+        let (client_node, server_node) = (world.node(client), world.node(server));
+        assert!(
+            client_node.authenticated(link.a_connection).is_some(),
+            "seed {seed}: the client is not authenticated"
+        );
+        assert!(
+            server_node.authenticated(link.b_connection).is_some(),
+            "seed {seed}: the server is not authenticated"
+        );
+        assert!(
+            server_node.endpoint.stats().auth_failures.is_empty(),
+            "seed {seed}"
+        );
+        assert_eq!(server_node.messages_from("client"), expected, "seed {seed}");
+    }
+}
