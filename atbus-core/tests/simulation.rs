@@ -76,7 +76,7 @@ fn at_five_percent_loss_ten_mebibytes_cost_under_1_3x_the_bytes_and_3x_the_time(
             .with_mtu(1232)
             .with_loss(loss)
     };
-    let measure = |loss| match run(7, (&payload, &nothing), &[link(loss)], None) {
+    let measure = |loss| match run(7, (&payload, &nothing), &[link(loss)], None, false) {
         Outcome::Done {
             elapsed,
             wire_bytes,
@@ -128,7 +128,7 @@ fn data_goes_over_the_connection_with_the_lowest_rtt_while_the_other_stays_warm(
     };
     // The slow link is the first one added: the choice is by RTT, not by order. Only the first
     // window goes before either link has an RTT sample.
-    match run(3, (&payload, &nothing), &[link(40), link(5)], None) {
+    match run(3, (&payload, &nothing), &[link(40), link(5)], None, false) {
         Outcome::Done { link_bytes, .. } => {
             let (slow, fast) = (link_bytes[0], link_bytes[1]);
             assert!(

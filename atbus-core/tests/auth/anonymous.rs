@@ -166,3 +166,52 @@ fn an_anonymous_peer_addressing_a_destination_outside_its_allow_list_is_refused(
         Some(AtbusCloseReason::Unauthorized as i32)
     );
 }
+
+#[test]
+fn an_anonymous_hello_cannot_choose_its_own_name() {
+    let mut world = World::new(14);
+    let server = anonymous_server(&mut world, vec![AllowRule::Name("gateway".into())]);
+    // A genuine anonymous hello, recorded.
+    let client = world.add("", AuthConfig::default());
+    let genuine = world.raw_link(client, server, stream(1));
+    let now = world.net.now();
+    world
+        .node_mut(client)
+        .endpoint
+        .connect(
+            now,
+            genuine.a_connection,
+            params_of(&stream(1)),
+            ConnectOptions::to_anyone(Credential::Anonymous),
+        )
+        .expect("connect");
+    let hello = world
+        .node_mut(client)
+        .endpoint
+        .poll_transmit(now)
+        .expect("the hello")
+        .data;
+    // The same hello claiming the name "billing".
+    let claimed = rewrite_hello(&hello, |hello, head| {
+        hello.source = "billing".into();
+        head.source = "billing".into();
+    });
+    let attacker = world.add("attacker", AuthConfig::default());
+    let link = world.raw_link(attacker, server, stream(1));
+    world.inject(attacker, link.a_connection, claimed);
+    world.run_for(Duration::from_millis(20));
+    assert_eq!(
+        world
+            .node(server)
+            .handshake_failure(link.b_connection)
+            .map(|f| f.0),
+        Some(AuthFailure::Malformed)
+    );
+    assert!(
+        !world
+            .node(server)
+            .endpoint
+            .reachable_peers()
+            .any(|p| p == "billing")
+    );
+}

@@ -350,3 +350,32 @@ pub fn with_logs<R>(body: impl FnOnce() -> R) -> (R, String) {
     let text = String::from_utf8_lossy(&sink.0.lock().expect("log sink")).into_owned();
     (result, text)
 }
+
+/// The first frame of `flight` (a hello) changed by `change`, encoded again, with the frames
+/// after it unchanged.
+pub fn rewrite_hello(
+    flight: &[u8],
+    change: impl FnOnce(&mut atbus_proto::handshake::HandshakeHello, &mut MessageHead),
+) -> Bytes {
+    use atbus_proto::handshake::{HandshakeMessage, handshake_message::Body as Hs};
+    let mut frames = frames_of(flight);
+    let first = &mut frames[0];
+    let Some(Body::Packet(packet)) = &mut first.body else {
+        panic!("the first frame is a packet");
+    };
+    let mut content = PacketContent::decode(packet.content.clone()).expect("content");
+    let mut message =
+        HandshakeMessage::decode(content.fragment[0].data.clone()).expect("handshake");
+    let Some(Hs::Hello(hello)) = &mut message.body else {
+        panic!("the first message is a hello");
+    };
+    let head = first.head.get_or_insert_with(Default::default);
+    change(hello, head);
+    content.fragment[0].data = message.encode_to_vec().into();
+    packet.content = content.encode_to_vec().into();
+    let mut out = BytesMut::new();
+    for frame in &frames {
+        out.extend_from_slice(&encode(frame));
+    }
+    out.freeze()
+}

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use atbus_core::engine::{
-    ConnectionId, ConnectionParams, Endpoint, EngineConfig, EngineStats, Event, MessageMeta,
-    SendError, Transmit,
+    AuthConfig, ConnectOptions, ConnectionId, ConnectionParams, Credential, Endpoint, EngineConfig,
+    EngineStats, Event, MessageMeta, SendError, Token, Transmit,
 };
 use atbus_core::sim::{Driver, LinkKind, LinkProfile, Network};
 use atbus_proto::protocol::{AtbusCloseReason, CloseReasonData};
@@ -118,6 +118,9 @@ pub struct Scenario {
     pub b: Workload,
     /// When the first link dies, for the kill profiles.
     pub kill_after: Duration,
+    /// Whether the connections open with the handshake (a connects with a token and early
+    /// data, b accepts) instead of being bound by the runtime.
+    pub handshake: bool,
 }
 
 impl Scenario {
@@ -130,13 +133,16 @@ impl Scenario {
             a: Workload::random(&mut rng),
             b: Workload::random(&mut rng),
             kill_after: Duration::from_millis(5 + rng.below(300)),
+            // Every other round of the profiles: each profile runs both ways.
+            handshake: (seed / Profile::ALL.len() as u64) % 2 == 1,
         }
     }
 
     pub fn describe(&self) -> String {
         format!(
-            "profile {:?}, a sends {} B on {} streams, b sends {} B on {} streams",
+            "profile {:?}, handshake {}, a sends {} B on {} streams, b sends {} B on {} streams",
             self.profile,
+            self.handshake,
             self.a.bytes(),
             self.a.streams.len(),
             self.b.bytes(),
@@ -148,6 +154,10 @@ impl Scenario {
 /// The engine limits of the simulations: small enough that flow control is exercised.
 pub fn sim_config() -> EngineConfig {
     EngineConfig {
+        auth: AuthConfig {
+            tokens: vec![sim_token()],
+            ..AuthConfig::default()
+        },
         max_message_size: 1024 * 1024,
         stream_send_window: 1024 * 1024,
         peer_send_window: 2 * 1024 * 1024,
@@ -159,6 +169,14 @@ pub fn sim_config() -> EngineConfig {
         ..EngineConfig::default()
     }
 }
+
+/// The token the simulated nodes share.
+pub fn sim_token() -> Token {
+    Token::new([0x5e; 32]).expect("32 bytes")
+}
+
+/// The Unix time the simulated nodes' clocks show at the start: 2026-01-01.
+const UNIX_START: Duration = Duration::from_secs(1_767_225_600);
 
 /// The most memory an endpoint of [`sim_config`] may hold: its send window (or one message over
 /// it), plus its receive budget.
@@ -198,8 +216,16 @@ impl App {
         (workload, expected): (Workload, &Workload),
         now: Instant,
     ) -> Self {
+        let mut config = sim_config();
+        // Nonces and keys from the seed, and a fixed clock: runs are reproducible.
+        let mut rng_seed = [0; 32];
+        rng_seed[..8].copy_from_slice(&seed.to_le_bytes());
+        rng_seed[8..8 + name.len().min(24)].copy_from_slice(&name.as_bytes()[..name.len().min(24)]);
+        config.auth.rng_seed = Some(rng_seed);
+        let mut endpoint = Endpoint::new(name, config, now);
+        endpoint.set_unix_time(now, UNIX_START);
         Self {
-            endpoint: Endpoint::new(name, sim_config(), now),
+            endpoint,
             name: name.into(),
             peer: peer.into(),
             seed,
@@ -418,6 +444,7 @@ pub fn run_scenario(scenario: &Scenario) -> Outcome {
         (&scenario.a, &scenario.b),
         &links_of(scenario.profile),
         kill,
+        scenario.handshake,
     )
 }
 
@@ -428,6 +455,7 @@ pub fn run(
     (a_sends, b_sends): (&Workload, &Workload),
     links: &[LinkProfile],
     kill: Option<Kill>,
+    handshake: bool,
 ) -> Outcome {
     let mut net = Network::new(seed);
     let now = net.now();
@@ -441,14 +469,26 @@ pub fn run(
         };
         let link = net.connect(a, b, profile.clone());
         let now = net.now();
-        let added = [
-            net.node_mut(a)
-                .endpoint
-                .add_connection(now, link.a_connection, "b", params),
-            net.node_mut(b)
-                .endpoint
-                .add_connection(now, link.b_connection, "a", params),
-        ];
+        let added = if handshake {
+            let options = ConnectOptions::new("b", Credential::Token(sim_token()));
+            [
+                net.node_mut(a)
+                    .endpoint
+                    .connect(now, link.a_connection, params, options),
+                net.node_mut(b)
+                    .endpoint
+                    .accept(now, link.b_connection, params),
+            ]
+        } else {
+            [
+                net.node_mut(a)
+                    .endpoint
+                    .add_connection(now, link.a_connection, "b", params),
+                net.node_mut(b)
+                    .endpoint
+                    .add_connection(now, link.b_connection, "a", params),
+            ]
+        };
         assert!(added.iter().all(Result::is_ok), "{added:?}");
         made.push(link);
     }
