@@ -101,6 +101,11 @@ pub(crate) struct Connection {
     pub failure: Option<AuthFailure>,
     /// Accepting side: the hello's nonce and the accept sent for it, to answer a resent hello.
     pub accepted_hello: Option<(Bytes, Bytes)>,
+    /// Accepting side: times the accept was sent again while the confirm was awaited.
+    pub accept_resends: u32,
+    /// Connecting side: the confirm, sent with every transmit until the accepting side shows it
+    /// has it (any frame but a handshake).
+    pub confirm_frame: Option<Bytes>,
 }
 
 impl Connection {
@@ -125,6 +130,8 @@ impl Connection {
             answerable: false,
             failure: None,
             accepted_hello: None,
+            accept_resends: 0,
+            confirm_frame: None,
         }
     }
 

@@ -109,3 +109,50 @@ fn only_an_authenticated_relay_may_set_forward_for() {
     assert!(world.node(server).endpoint.stats().auth_failures.is_empty());
     assert_eq!(world.node(server).lost(link.b_connection), None);
 }
+
+#[test]
+fn a_node_takes_forwarded_frames_only_from_a_peer_that_accepted_it_as_a_relay() {
+    let forwarded = MessageHead {
+        forward_for_source: "far-away".into(),
+        forward_for_connection_id: 3,
+        ..head("hub", "client")
+    };
+    for relay in [true, false] {
+        let mut world = World::new(33);
+        let shared = token(8);
+        let hub = world.add(
+            "hub",
+            AuthConfig {
+                relay,
+                ..accepting([shared.clone()])
+            },
+        );
+        let client = world.add("client", AuthConfig::default());
+        let link = world.connect(
+            client,
+            hub,
+            stream(1),
+            ConnectOptions::new("hub", Credential::Token(shared)),
+        );
+        world.run_for(Duration::from_millis(10));
+        let identity = world
+            .node(client)
+            .endpoint
+            .peer_identity(link.a_connection)
+            .expect("identity")
+            .clone();
+        assert_eq!(identity.relay, relay);
+        world.inject(
+            hub,
+            link.b_connection,
+            data_frame(forwarded.clone(), 0, b"relayed"),
+        );
+        world.run_for(Duration::from_millis(10));
+        let refused = world
+            .node(client)
+            .endpoint
+            .stats()
+            .auth_failures(AuthFailure::ForwardingNotAllowed);
+        assert_eq!(refused, u64::from(!relay), "relay: {relay}");
+    }
+}

@@ -246,3 +246,41 @@ fn a_hello_outside_the_timestamp_window_is_refused() {
         vec![Bytes::from("in time")]
     );
 }
+
+#[test]
+fn over_a_lossy_link_the_confirm_fallback_recovers_lost_confirms_and_accepts() {
+    for seed in 0..40 {
+        let mut world = World::new(300 + seed);
+        let shared = token(4);
+        let server = world.add(
+            "server",
+            AuthConfig {
+                replay_cache_size: 0,
+                ..accepting([shared.clone()])
+            },
+        );
+        let client = early_client(&mut world, "client", "through the fallback");
+        let profile = datagram(10).with_loss(0.3).with_reorder(0.1);
+        let link = world.connect(
+            client,
+            server,
+            profile,
+            ConnectOptions::new("server", Credential::Token(shared)),
+        );
+        world.run_for(Duration::from_secs(9));
+        let server_node = world.node(server);
+        assert!(
+            server_node.authenticated(link.b_connection).is_some(),
+            "seed {seed}: the confirm never arrived: server {:?} {:?} client {:?} {:?}",
+            server_node.events,
+            server_node.endpoint.stats(),
+            world.node(client).events,
+            world.node(client).endpoint.stats()
+        );
+        assert_eq!(
+            server_node.messages_from("client"),
+            vec![Bytes::from("through the fallback")],
+            "seed {seed}"
+        );
+    }
+}

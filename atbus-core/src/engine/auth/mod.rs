@@ -207,6 +207,9 @@ pub struct AuthConfig {
     pub anonymous: Option<AnonymousPolicy>,
     /// Whether peers with a shared token may act as relays. Default true.
     pub allow_relays: bool,
+    /// This node is a relay: its accepts say so, and the peers it accepts then take frames it
+    /// forwards for other nodes (`forward_for_*`). Default false.
+    pub relay: bool,
     /// How long resumption tickets handed out are valid; `None` hands out none. Default 24 h.
     pub ticket_lifetime: Option<Duration>,
     /// The key tickets are sealed with (nodes sharing it accept each other's tickets). Default: a
@@ -229,6 +232,7 @@ impl Default for AuthConfig {
             max_handshake_size: 2048,
             anonymous: None,
             allow_relays: true,
+            relay: false,
             ticket_lifetime: Some(Duration::from_secs(24 * 3600)),
             ticket_key: None,
             labels: BTreeMap::new(),

@@ -224,4 +224,89 @@ mod tests {
         padded.padding = vec![0; 100].into();
         assert_eq!(sign(token, &hello_transcript(&padded)), base);
     }
+
+    #[test]
+    fn worked_example_of_the_protocol_doc_gives_the_documented_bytes() {
+        // docs/protocol.md 8.6: the same inputs, and the hex written there.
+        let token = b"atbus example token, 32 bytes!!!";
+        assert_eq!(token.len(), 32);
+        let hello = example_hello();
+        let hello_bytes = hello_transcript(&hello);
+        assert_eq!(
+            hex(&hello_bytes),
+            "61746275732d68656c6c6f2f3100000001000000000008636c69656e742d310000000772656c61792d31\
+             00000010000102030405060708090a0b0c0d0e0f0000019b76daa80000000000000000000000000000\
+             000100000100000000"
+        );
+        let hello_proof = sign(token, &hello_bytes);
+        assert_eq!(
+            hex(&hello_proof),
+            "dd257dfad4a32c403c87e280540f1ae2d59d46c6d4f3e670c47b25279fe1914e"
+        );
+        let server_nonce: Vec<u8> = (0x10u8..0x20).collect();
+        let accept = AcceptFields {
+            source: "relay-1",
+            destination: "client-1",
+            nonce: &server_nonce,
+            early_data_accepted: true,
+            confirm_required: false,
+            role: AtbusHandshakeRole::Node as i32,
+            ticket: &[],
+            ticket_lifetime_seconds: 0,
+        };
+        let accept_bytes = accept_transcript(&hello_proof, &hello.nonce, accept);
+        assert_eq!(
+            hex(&accept_bytes),
+            "61746275732d6163636570742f3100000020dd257dfad4a32c403c87e280540f1ae2d59d46c6d4f3e670\
+             c47b25279fe1914e00000010000102030405060708090a0b0c0d0e0f0000000772656c61792d310000\
+             0008636c69656e742d3100000010101112131415161718191a1b1c1d1e1f0100000000000000000000\
+             00000000"
+        );
+        let accept_proof = sign(token, &accept_bytes);
+        assert_eq!(
+            hex(&accept_proof),
+            "050a8798a15d63a53a843b37ff233bbaed9c1285e0f1a1085824f0d921b96762"
+        );
+        // Had a confirm been required, the accept would differ in two flags, and the confirm
+        // would cover that accept's proof.
+        let confirming = AcceptFields {
+            early_data_accepted: false,
+            confirm_required: true,
+            ..accept
+        };
+        let confirming_bytes = accept_transcript(&hello_proof, &hello.nonce, confirming);
+        assert_eq!(
+            hex(&confirming_bytes),
+            "61746275732d6163636570742f3100000020dd257dfad4a32c403c87e280540f1ae2d59d46c6d4f3e670\
+             c47b25279fe1914e00000010000102030405060708090a0b0c0d0e0f0000000772656c61792d310000\
+             0008636c69656e742d3100000010101112131415161718191a1b1c1d1e1f0001000000000000000000\
+             00000000"
+        );
+        let confirming_proof = sign(token, &confirming_bytes);
+        assert_eq!(
+            hex(&confirming_proof),
+            "b50786699e22a93e09767085970a36c1ed1edeccf197989980f2e08a12a6db44"
+        );
+        let confirm_bytes = confirm_transcript(&confirming_proof);
+        assert_eq!(
+            hex(&confirm_bytes),
+            "61746275732d636f6e6669726d2f3100000020b50786699e22a93e09767085970a36c1ed1edeccf19798\
+             9980f2e08a12a6db44"
+        );
+        assert_eq!(
+            hex(&sign(token, &confirm_bytes)),
+            "e1b3dee9a3bf2f6f6df6db2b516fc235aadd2a02f06f1deba921cf5d23fc9a0a"
+        );
+        let resume_bytes = resume_transcript(&hello_proof, &server_nonce);
+        assert_eq!(
+            hex(&resume_bytes),
+            "61746275732d726573756d652f3100000020dd257dfad4a32c403c87e280540f1ae2d59d46c6d4f3e670\
+             c47b25279fe1914e00000010101112131415161718191a1b1c1d1e1f"
+        );
+        assert_eq!(
+            hex(&sign(token, &resume_bytes)),
+            "4795f2342d859d5c092c8c7e5c9c3de6279174d9b749f575e034f3258512dc24"
+        );
+        assert!(verify(token, &accept_bytes, &accept_proof));
+    }
 }

@@ -42,8 +42,11 @@ pub(crate) const HANDSHAKE_STREAM: i64 = -2;
 const NONCE_LEN: usize = 16;
 /// A hello is padded to this size (or the MTU) so that the answer never outgrows it.
 const HELLO_PAD_TO: usize = 384;
-/// A hello is sent at most this many times on a datagram connection.
-const MAX_HELLO_ATTEMPTS: u32 = 8;
+/// On a datagram connection the hello is sent again after the RTO, doubling each time up to this
+/// interval, until the accept comes or the handshake times out.
+const MAX_HELLO_INTERVAL: Duration = Duration::from_secs(1);
+/// The accept is sent again at most this many times while the confirm is awaited.
+const MAX_ACCEPT_RESENDS: u32 = 8;
 /// Prefix of the names given to anonymous peers.
 const ANONYMOUS_PREFIX: &str = "anon-";
 
@@ -169,8 +172,24 @@ impl Endpoint {
             (Phase::AwaitingConfirm { .. }, Some(_)) => {
                 self.refuse(connection, AuthFailure::Malformed)
             }
-            // Early data of a hello whose nonce could not be remembered: not delivered.
-            (Phase::AwaitingConfirm { .. }, None) => self.stats.early_data_dropped += 1,
+            // Early data of a hello whose nonce could not be remembered: not delivered. On a
+            // datagram connection the confirm may have been lost: the accept goes again (a few
+            // times at most, and never larger than the hello), and the peer answers it with the
+            // confirm.
+            (Phase::AwaitingConfirm { .. }, None) => {
+                self.stats.early_data_dropped += 1;
+                if let Some(state) = self.connections.get_mut(&connection) {
+                    if state.params.kind == ConnectionKind::Datagram
+                        && state.accept_resends < MAX_ACCEPT_RESENDS
+                    {
+                        if let Some((_, accept)) = &state.accepted_hello {
+                            let accept = accept.clone();
+                            state.outbox.push(accept);
+                            state.accept_resends += 1;
+                        }
+                    }
+                }
+            }
             (Phase::Connecting(_), Some(Ok(HandshakeBody::Accept(accept)))) => {
                 let head = frame.head.unwrap_or_default();
                 if let Err(failure) = self.on_accept(now, connection, head, accept) {
@@ -187,7 +206,15 @@ impl Endpoint {
             (Phase::Established, Some(Ok(HandshakeBody::Hello(hello)))) => {
                 self.answer_resent_hello(connection, &hello);
             }
-            // A resent accept, or a stray handshake message: nothing to do.
+            // The accept again: our confirm was lost.
+            (Phase::Established, Some(Ok(HandshakeBody::Accept(_)))) => {
+                if let Some(state) = self.connections.get_mut(&connection) {
+                    if let Some(confirm) = state.confirm_frame.clone() {
+                        state.outbox.push(confirm);
+                    }
+                }
+            }
+            // A stray handshake message: nothing to do.
             (Phase::Established, _) => {}
         }
     }
@@ -202,12 +229,11 @@ impl Endpoint {
             }
             let rto = state.rtt.rto();
             if let Phase::Connecting(handshake) = &mut state.phase {
-                if handshake.resend_at.is_some_and(|at| at <= now)
-                    && handshake.attempts < MAX_HELLO_ATTEMPTS
-                {
+                if handshake.resend_at.is_some_and(|at| at <= now) {
                     handshake.attempts += 1;
                     handshake.resent = true;
-                    handshake.resend_at = Some(now + rto * 2u32.pow(handshake.attempts));
+                    let interval = rto * 2u32.pow(handshake.attempts.min(16));
+                    handshake.resend_at = Some(now + interval.min(MAX_HELLO_INTERVAL));
                     state.outbox.push(handshake.hello_frame.clone());
                 }
             }
@@ -223,9 +249,7 @@ impl Endpoint {
             .values()
             .flat_map(|state| {
                 let resend = match &state.phase {
-                    Phase::Connecting(handshake) if handshake.attempts < MAX_HELLO_ATTEMPTS => {
-                        handshake.resend_at
-                    }
+                    Phase::Connecting(handshake) => handshake.resend_at,
                     _ => None,
                 };
                 [

@@ -124,6 +124,9 @@ impl Endpoint {
         let is_handshake = matches!(&frame.body,
             Some(Body::Packet(packet)) if packet.stream_id == HANDSHAKE_STREAM);
         if is_handshake || !state.is_established() {
+            if let Some(state) = self.connections.get_mut(&connection) {
+                state.last_received = now;
+            }
             self.handle_handshake_frame(now, connection, frame, wire_len);
             return;
         }
@@ -143,6 +146,8 @@ impl Endpoint {
         let Some(state) = self.connections.get_mut(&connection) else {
             return;
         };
+        // The accepting side sends nothing but handshakes until it has our confirm.
+        state.confirm_frame = None;
         state.last_received = now;
         self.stats.frames_received += 1;
         match frame.body {

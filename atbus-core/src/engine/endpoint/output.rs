@@ -140,6 +140,7 @@ impl Endpoint {
 
         // Handshake frames go first.
         let outbox = std::mem::take(&mut state.outbox);
+        let confirm = state.confirm_frame.clone();
         let early_data = match &state.phase {
             Phase::Established => None,
             Phase::Connecting(handshake) => Some(handshake.early_data),
@@ -151,6 +152,13 @@ impl Endpoint {
                 self.stats.frames_sent += 1;
             }
             self.hello_sent(now, id);
+        }
+        // Until the peer shows it took our confirm, the confirm rides along with whatever else
+        // goes out (it may have been lost); it is not worth a transmit of its own.
+        let mut riding = 0;
+        if let (None, Some(confirm)) = (early_data, confirm) {
+            out.extend_from_slice(&confirm);
+            riding = confirm.len();
         }
         if let Some(early_data) = early_data {
             // In the handshake: nothing but what may go with the hello.
@@ -217,7 +225,13 @@ impl Endpoint {
         if sends_data {
             self.push_data(now, id, &peer_name, &mut out, mtu, rto);
         }
-        (!out.is_empty()).then(|| out.freeze())
+        if out.len() <= riding {
+            return None;
+        }
+        if riding > 0 {
+            self.stats.frames_sent += 1;
+        }
+        Some(out.freeze())
     }
 
     fn push_ack(

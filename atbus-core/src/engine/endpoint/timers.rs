@@ -49,7 +49,10 @@ impl Endpoint {
         let dead: Vec<ConnectionId> = self
             .connections
             .iter()
-            .filter(|(_, state)| state.last_received + self.config.idle_timeout <= now)
+            // A connection in its handshake has the handshake's own deadline.
+            .filter(|(_, state)| {
+                state.is_established() && state.last_received + self.config.idle_timeout <= now
+            })
             .map(|(&id, _)| id)
             .collect();
         for id in dead {
@@ -112,8 +115,8 @@ impl Endpoint {
         };
         consider(self.handshake_timer());
         for state in self.connections.values() {
-            consider(Some(state.last_received + self.config.idle_timeout));
             if state.is_established() {
+                consider(Some(state.last_received + self.config.idle_timeout));
                 consider(Some(state.last_ping.map_or(self.epoch, |last| {
                     last + self.config.keep_alive_interval
                 })));

@@ -83,7 +83,8 @@ impl Endpoint {
         };
         let early_data_accepted = hello.early_data && !confirm_required;
         let nonce: [u8; NONCE_LEN] = self.auth.random();
-        let role = if checked.relay {
+        // The accept says what this node is: a relay's peers take forwarded frames from it.
+        let role = if self.config.auth.relay {
             AtbusHandshakeRole::Relay
         } else {
             AtbusHandshakeRole::Node

@@ -277,7 +277,8 @@ impl Endpoint {
                     0,
                 );
                 if let Some(state) = self.connections.get_mut(&connection) {
-                    state.outbox.push(frame);
+                    // Sent with every transmit until the peer shows it has it.
+                    state.confirm_frame = Some(frame);
                 }
             }
         }
