@@ -6,6 +6,9 @@
 //! tokio `Node` API that services link come after it (see `DESIGN.md` sections 3 and 5). The wire
 //! format it speaks lives in `atbus-proto`.
 
+mod address;
 pub mod engine;
+
+pub use address::{Address, AddressError, HostPort};
 #[cfg(feature = "sim")]
 pub mod sim;
