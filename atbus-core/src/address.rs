@@ -283,9 +283,12 @@ mod tests {
         assert_eq!(udp.with_port(9).to_string(), "udp://[::1]:9");
     }
 
+    /// Whether an error is of the expected kind.
+    type Is = fn(&AddressError) -> bool;
+
     #[test]
     fn each_mistake_gets_its_own_error() {
-        let cases: [(&str, fn(&AddressError) -> bool); 9] = [
+        let cases: [(&str, Is); 9] = [
             ("127.0.0.1:7800", |e| {
                 matches!(e, AddressError::MissingScheme { .. })
             }),

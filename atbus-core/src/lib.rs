@@ -8,6 +8,7 @@
 
 mod address;
 pub mod engine;
+pub mod runtime;
 
 pub use address::{Address, AddressError, HostPort};
 #[cfg(feature = "sim")]

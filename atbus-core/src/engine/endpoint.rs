@@ -415,6 +415,12 @@ impl Endpoint {
             .sum()
     }
 
+    /// Units queued to peers and not yet acknowledged, over every peer and stream: 0 once
+    /// everything sent has arrived.
+    pub fn unacknowledged(&self) -> u64 {
+        self.peers.values().map(|peer| peer.unacked_units).sum()
+    }
+
     /// The names of the peers with at least one live connection.
     pub fn reachable_peers(&self) -> impl Iterator<Item = &str> {
         self.peers

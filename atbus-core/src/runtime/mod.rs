@@ -1,0 +1,18 @@
+//! The tokio runtime around the engine: transports that carry frames, background tasks that keep
+//! connections up, and [`Node`], the handle a service uses to send, receive, request and reply.
+//!
+//! Every task that touches the engine (a connection's reader, the timer, the application) locks
+//! the one [`Endpoint`](crate::engine::Endpoint) of the node, feeds it, and moves what it produced
+//! to where it goes (`shared`): transmits to the connections' writers, messages to the inbox,
+//! replies to the requests waiting for them.
+
+mod error;
+mod message;
+mod node;
+mod shared;
+mod tasks;
+pub mod transport;
+
+pub use error::NodeError;
+pub use message::{Message, NodeEvent};
+pub use node::{DEFAULT_STREAM, Node, NodeBuilder};

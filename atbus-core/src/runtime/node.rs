@@ -1,0 +1,449 @@
+//! [`Node`]: a running atbus node. Built with [`Node::builder`], it listens, keeps connections to
+//! its peers, and lets the application send, receive, make requests and answer them.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atbus_proto::protocol::{AtbusCloseReason, CloseReasonData, PacketOptions};
+use bytes::Bytes;
+use tokio::sync::{broadcast, oneshot, watch};
+
+use super::error::NodeError;
+use super::message::{Message, NodeEvent};
+use super::shared::Shared;
+use super::tasks::{self, Backoff};
+use super::transport::Listener;
+use crate::address::Address;
+use crate::engine::{
+    ConnectOptions, ConnectionId, Credential, Endpoint, EngineConfig, EngineStats, MessageMeta,
+    Token,
+};
+
+/// The stream `send` and `request` use when none is given.
+pub const DEFAULT_STREAM: i64 = 0;
+
+/// Configures and starts a [`Node`].
+#[derive(Debug, Clone)]
+pub struct NodeBuilder {
+    name: Option<String>,
+    tokens: Vec<Token>,
+    credential: Option<Credential>,
+    listen: Vec<String>,
+    peers: Vec<(String, Vec<String>)>,
+    engine: EngineConfig,
+    backoff: Backoff,
+}
+
+impl NodeBuilder {
+    /// The node's name, unique on the bus.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// A token shared with the peers: accepted from connecting peers, and proved when
+    /// connecting (unless [`credential`](Self::credential) says otherwise). Call it again to
+    /// accept several tokens during a rotation; the first one is proved.
+    pub fn token(mut self, token: Token) -> Self {
+        self.tokens.push(token);
+        self
+    }
+
+    /// What this node proves when it connects, when that is not its first token (an identity
+    /// issued to it, or anonymity).
+    pub fn credential(mut self, credential: Credential) -> Self {
+        self.credential = Some(credential);
+        self
+    }
+
+    /// An address to listen on, e.g. `tcp://127.0.0.1:7800` (port 0 picks a free port; see
+    /// [`Node::local_addresses`]).
+    pub fn listen(mut self, address: impl Into<String>) -> Self {
+        self.listen.push(address.into());
+        self
+    }
+
+    /// A peer to keep connected, at each of `addresses` (one connection per address; the
+    /// engine spreads streams over them and survives the loss of any).
+    pub fn peer<A: Into<String>>(
+        mut self,
+        name: impl Into<String>,
+        addresses: impl IntoIterator<Item = A>,
+    ) -> Self {
+        self.peers
+            .push((name.into(), addresses.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// The engine's limits and timers (windows, timeouts, authentication rules).
+    pub fn engine(mut self, config: EngineConfig) -> Self {
+        self.engine = config;
+        self
+    }
+
+    /// Reconnection delays: from `min`, doubling up to `max`, with jitter. Default 50 ms to 5 s.
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff = Backoff {
+            min,
+            max: max.max(min),
+        };
+        self
+    }
+
+    /// Binds the listeners, starts connecting to the peers, and returns the running node.
+    pub async fn start(self) -> Result<Node, NodeError> {
+        let name = self
+            .name
+            .ok_or_else(|| NodeError::Config("a node needs a name: call .name(…)".into()))?;
+        let credential = match (self.credential, self.tokens.first()) {
+            (Some(credential), _) => Some(credential),
+            (None, Some(token)) => Some(Credential::Token(token.clone())),
+            (None, None) => None,
+        };
+        if credential.is_none() && !self.peers.is_empty() {
+            return Err(NodeError::Config(
+                "connecting to peers needs a token or a credential: call .token(…)".into(),
+            ));
+        }
+        let listen: Vec<Address> = self
+            .listen
+            .iter()
+            .map(|text| text.parse())
+            .collect::<Result<_, _>>()?;
+        let mut peers = Vec::new();
+        for (peer, addresses) in &self.peers {
+            for address in addresses {
+                peers.push((peer.clone(), address.parse::<Address>()?));
+            }
+        }
+        let mut engine = self.engine;
+        engine.auth.tokens.extend(self.tokens.iter().cloned());
+        let endpoint = Endpoint::new(name.clone(), engine, Instant::now());
+        let shared = Shared::new(endpoint);
+        let (stop, stop_rx) = watch::channel(false);
+
+        let mut listeners = Vec::new();
+        let mut local = Vec::new();
+        for address in &listen {
+            let (listener, bound) = Listener::bind(address).await?;
+            tracing::info!(node = %name, address = %bound, "listening");
+            listeners.push(listener);
+            local.push(bound);
+        }
+        for listener in listeners {
+            tokio::spawn(tasks::accept_loop(
+                shared.clone(),
+                listener,
+                stop_rx.clone(),
+            ));
+        }
+        tokio::spawn(tasks::timer_loop(shared.clone(), stop_rx.clone()));
+        if let Some(credential) = credential {
+            for (peer, address) in peers {
+                let options = ConnectOptions::new(peer, credential.clone());
+                tokio::spawn(tasks::dial_loop(
+                    shared.clone(),
+                    address,
+                    options,
+                    self.backoff,
+                    stop_rx.clone(),
+                ));
+            }
+        }
+        Ok(Node {
+            inner: Arc::new(Inner {
+                name,
+                shared,
+                local,
+                stop,
+            }),
+        })
+    }
+}
+
+struct Inner {
+    name: String,
+    shared: Arc<Shared>,
+    local: Vec<Address>,
+    stop: watch::Sender<bool>,
+}
+
+/// A running node: a cheap handle, cloned freely between tasks.
+///
+/// ```
+/// use atbus_core::engine::Token;
+/// use atbus_core::runtime::Node;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let token = Token::new("a shared secret of 32 bytes!!!!!")?;
+/// let server = Node::builder()
+///     .name("echo")
+///     .token(token.clone())
+///     .listen("tcp://127.0.0.1:0")
+///     .start()
+///     .await?;
+/// let client = Node::builder()
+///     .name("client")
+///     .token(token)
+///     .peer("echo", [server.local_addresses()[0].to_string()])
+///     .start()
+///     .await?;
+///
+/// client.send("echo", "hello").await?;
+/// let message = server.recv().await.expect("a message");
+/// assert_eq!((message.source.as_str(), &message.data[..]), ("client", &b"hello"[..]));
+/// client.shutdown().await;
+/// server.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.inner.name)
+            .field("local", &self.inner.local)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A builder with no name, no listeners, no peers and the engine's defaults.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder {
+            name: None,
+            tokens: Vec::new(),
+            credential: None,
+            listen: Vec::new(),
+            peers: Vec::new(),
+            engine: EngineConfig::default(),
+            backoff: Backoff {
+                min: Duration::from_millis(50),
+                max: Duration::from_secs(5),
+            },
+        }
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The addresses the node listens on, with the ports the system chose for port 0.
+    pub fn local_addresses(&self) -> &[Address] {
+        &self.inner.local
+    }
+
+    /// The engine's counters.
+    pub fn stats(&self) -> EngineStats {
+        self.inner.shared.lock().endpoint.stats().clone()
+    }
+
+    /// The node's connections: id, remote address, and the peer once authenticated.
+    pub fn connections(&self) -> Vec<(ConnectionId, String, Option<String>)> {
+        let state = self.inner.shared.lock();
+        let mut connections: Vec<_> = state
+            .links
+            .iter()
+            .map(|(&id, link)| {
+                let peer = state.endpoint.peer_identity(id).map(|i| i.name.clone());
+                (id, link.remote.clone(), peer)
+            })
+            .collect();
+        connections.sort();
+        connections
+    }
+
+    /// Peer and connection events, from now on.
+    pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
+        self.inner.shared.events.subscribe()
+    }
+
+    /// Queues `data` to `peer` on the default stream, waiting while the send window is full.
+    pub async fn send(&self, peer: &str, data: impl Into<Bytes>) -> Result<(), NodeError> {
+        self.send_on(peer, DEFAULT_STREAM, data.into(), MessageMeta::default())
+            .await
+    }
+
+    /// Queues `data` to `peer` on the default stream, or returns
+    /// [`NodeError::WouldBlock`] at once when the send window is full.
+    pub fn try_send(&self, peer: &str, data: impl Into<Bytes>) -> Result<(), NodeError> {
+        self.try_send_on(peer, DEFAULT_STREAM, data.into(), MessageMeta::default())
+    }
+
+    /// Queues a message with its metadata on `stream_id`, waiting while the window is full.
+    pub async fn send_on(
+        &self,
+        peer: &str,
+        stream_id: i64,
+        data: Bytes,
+        meta: MessageMeta,
+    ) -> Result<(), NodeError> {
+        loop {
+            let mut writable = pin!(self.inner.shared.writable.notified());
+            writable.as_mut().enable();
+            match self.try_send_on(peer, stream_id, data.clone(), meta.clone()) {
+                Err(NodeError::WouldBlock { .. }) => writable.await,
+                other => return other,
+            }
+        }
+    }
+
+    /// Queues a message with its metadata on `stream_id`, or returns WouldBlock.
+    pub fn try_send_on(
+        &self,
+        peer: &str,
+        stream_id: i64,
+        data: Bytes,
+        meta: MessageMeta,
+    ) -> Result<(), NodeError> {
+        self.inner.shared.with(|state| {
+            if state.shutting_down {
+                return Err(NodeError::Shutdown);
+            }
+            state
+                .endpoint
+                .send(peer, stream_id, data, meta)
+                .map(drop)
+                .map_err(NodeError::from)
+        })
+    }
+
+    /// The next message, waiting for one; `None` once the node has shut down.
+    pub async fn recv(&self) -> Option<Message> {
+        let mut stop = self.inner.stop.subscribe();
+        loop {
+            let mut arrived = pin!(self.inner.shared.inbox.notified());
+            arrived.as_mut().enable();
+            if let Some(message) = self.inner.shared.lock().inbox.pop_front() {
+                return Some(message);
+            }
+            if *stop.borrow() {
+                return None;
+            }
+            tokio::select! {
+                () = arrived => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Sends `data` to `peer` as a request and waits up to `timeout` for the reply, which the
+    /// peer sends with [`Node::reply`]. Replies are matched by a request id carried in the
+    /// packet, so concurrent requests never get each other's replies.
+    pub async fn request(
+        &self,
+        peer: &str,
+        data: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> Result<Message, NodeError> {
+        let (sender, receiver) = oneshot::channel();
+        let id = {
+            let mut state = self.inner.shared.lock();
+            let id = state.next_request_id();
+            state.requests.insert(id, (peer.to_string(), sender));
+            id
+        };
+        let meta = MessageMeta {
+            options: Some(PacketOptions {
+                request_id: id as i64,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let forget = || {
+            self.inner.shared.lock().requests.remove(&id);
+        };
+        let sent = tokio::time::timeout(
+            timeout,
+            self.send_on(peer, DEFAULT_STREAM, data.into(), meta),
+        )
+        .await;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                forget();
+                return Err(error);
+            }
+            Err(_) => {
+                forget();
+                return Err(NodeError::Timeout {
+                    peer: peer.to_string(),
+                    after: timeout,
+                });
+            }
+        }
+        match tokio::time::timeout(timeout, receiver).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(NodeError::Shutdown),
+            Err(_) => {
+                forget();
+                Err(NodeError::Timeout {
+                    peer: peer.to_string(),
+                    after: timeout,
+                })
+            }
+        }
+    }
+
+    /// Answers `request` (a message with a [`request_id`](Message::request_id)) with `data`.
+    pub async fn reply(&self, request: &Message, data: impl Into<Bytes>) -> Result<(), NodeError> {
+        let Some(id) = request.request_id() else {
+            return Err(NodeError::Config(format!(
+                "the message from {} on stream {} is not a request: send to it instead",
+                request.source, request.stream_id
+            )));
+        };
+        let meta = MessageMeta {
+            options: Some(PacketOptions {
+                reply_to: id as i64,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.send_on(&request.source, request.stream_id, data.into(), meta)
+            .await
+    }
+
+    /// Shuts the node down within 5 seconds: see [`shutdown_within`](Self::shutdown_within).
+    pub async fn shutdown(&self) {
+        self.shutdown_within(Duration::from_secs(5)).await;
+    }
+
+    /// Stops accepting connections and sends, waits until everything sent is acknowledged (or
+    /// `deadline` passes), then closes every connection with SHUTDOWN.
+    pub async fn shutdown_within(&self, deadline: Duration) {
+        let shared = &self.inner.shared;
+        let until = tokio::time::Instant::now() + deadline;
+        shared.with(|state| state.shutting_down = true);
+        // Flush: wait for the acknowledgements of what is in flight.
+        while shared.lock().endpoint.unacknowledged() > 0 && tokio::time::Instant::now() < until {
+            let writable = shared.writable.notified();
+            let _ = tokio::time::timeout(Duration::from_millis(10), writable).await;
+        }
+        let _ = self.inner.stop.send(true);
+        shared.with(|state| {
+            let ids: Vec<_> = state.links.keys().copied().collect();
+            for id in ids {
+                state.endpoint.close_connection(
+                    id,
+                    CloseReasonData {
+                        code: AtbusCloseReason::Shutdown as i32,
+                        message: "the node shuts down".into(),
+                    },
+                );
+            }
+        });
+        // The writers send the close frames and end their connections.
+        while !shared.lock().links.is_empty() && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        shared.inbox.notify_waiters();
+    }
+}

@@ -1,0 +1,282 @@
+//! The state a running node shares between its tasks: the engine behind one lock, the queues of
+//! bytes each connection's writer drains, the messages waiting for the application, and the
+//! requests waiting for replies.
+//!
+//! Whoever calls into the engine (a connection's reader, the timer, the application sending) then
+//! calls [`State::drive`], which moves the engine's transmits to the connections' queues and its
+//! events to the application, and returns the wake-ups to deliver once the lock is released.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use atbus_proto::protocol::PacketOptions;
+use bytes::Bytes;
+use tokio::sync::{Notify, broadcast, oneshot};
+
+use super::message::{Message, NodeEvent};
+use crate::engine::{ConnectionId, Endpoint, Event};
+
+/// Frames queued for one connection, and how to wake its writer.
+#[derive(Debug)]
+pub(crate) struct Link {
+    /// Transmits waiting to be written, in order.
+    pub queue: Vec<Bytes>,
+    /// Wakes the writer.
+    pub notify: Arc<Notify>,
+    /// The engine is done with the connection: write what is queued, then close.
+    pub closing: bool,
+    /// Where it goes, for logs and the node's views.
+    pub remote: String,
+}
+
+/// Everything behind the lock.
+pub(crate) struct State {
+    pub endpoint: Endpoint,
+    pub links: HashMap<ConnectionId, Link>,
+    next_connection: u64,
+    /// Messages for the application.
+    pub inbox: VecDeque<Message>,
+    /// Requests awaiting their reply, by request id.
+    pub requests: HashMap<u64, (String, oneshot::Sender<Message>)>,
+    next_request: u64,
+    /// The node is shutting down: no new connections, no new sends.
+    pub shutting_down: bool,
+    /// The deadline the timer task sleeps until.
+    pub armed_timer: Option<Instant>,
+}
+
+/// Wake-ups to deliver after the lock is released.
+#[derive(Default)]
+pub(crate) struct Wakeups {
+    writers: Vec<Arc<Notify>>,
+    inbox: bool,
+    writable: bool,
+    timer: bool,
+    events: Vec<NodeEvent>,
+}
+
+/// The node's shared half.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    /// The timer's deadline moved earlier.
+    pub timer: Notify,
+    /// Messages arrived.
+    pub inbox: Notify,
+    /// A stream that refused a send has room.
+    pub writable: Notify,
+    /// Peer and connection events for the application.
+    pub events: broadcast::Sender<NodeEvent>,
+}
+
+impl Shared {
+    pub fn new(endpoint: Endpoint) -> Arc<Self> {
+        let (events, _) = broadcast::channel(1024);
+        Arc::new(Self {
+            state: Mutex::new(State {
+                endpoint,
+                links: HashMap::new(),
+                next_connection: 1,
+                inbox: VecDeque::new(),
+                requests: HashMap::new(),
+                next_request: 1,
+                shutting_down: false,
+                armed_timer: None,
+            }),
+            timer: Notify::new(),
+            inbox: Notify::new(),
+            writable: Notify::new(),
+            events,
+        })
+    }
+
+    /// Locks the state. A task that panicked while holding it leaves the engine as it was at the
+    /// panic, which is still consistent enough to shut down: the poison is ignored.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Runs `f` on the state, drives the engine, and delivers the wake-ups after unlocking.
+    pub fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let (result, wakeups) = {
+            let mut state = self.lock();
+            let result = f(&mut state);
+            let wakeups = state.drive(Instant::now());
+            (result, wakeups)
+        };
+        self.wake(wakeups);
+        result
+    }
+
+    /// Takes the frames queued for connection `id`, and whether the engine is done with it (a
+    /// connection no longer known counts as done).
+    pub fn take_queue(&self, id: ConnectionId) -> (Vec<Bytes>, bool) {
+        let mut state = self.lock();
+        match state.links.get_mut(&id) {
+            Some(link) => (std::mem::take(&mut link.queue), link.closing),
+            None => (Vec::new(), true),
+        }
+    }
+
+    fn wake(&self, wakeups: Wakeups) {
+        for writer in wakeups.writers {
+            writer.notify_one();
+        }
+        if wakeups.inbox {
+            self.inbox.notify_waiters();
+        }
+        if wakeups.writable {
+            self.writable.notify_waiters();
+        }
+        if wakeups.timer {
+            self.timer.notify_one();
+        }
+        for event in wakeups.events {
+            // No subscriber is not an error.
+            let _ = self.events.send(event);
+        }
+    }
+}
+
+impl State {
+    /// A fresh connection id with its queue.
+    pub fn add_link(&mut self, remote: String) -> (ConnectionId, Arc<Notify>) {
+        let id = ConnectionId(self.next_connection);
+        self.next_connection += 1;
+        let notify = Arc::new(Notify::new());
+        self.links.insert(
+            id,
+            Link {
+                queue: Vec::new(),
+                notify: notify.clone(),
+                closing: false,
+                remote,
+            },
+        );
+        (id, notify)
+    }
+
+    /// A fresh request id.
+    pub fn next_request_id(&mut self) -> u64 {
+        let id = self.next_request;
+        self.next_request += 1;
+        id
+    }
+
+    /// Moves the engine's transmits to the connections' queues and its events to the application.
+    pub fn drive(&mut self, now: Instant) -> Wakeups {
+        let mut wakeups = Wakeups::default();
+        while let Some(transmit) = self.endpoint.poll_transmit(now) {
+            if let Some(link) = self.links.get_mut(&transmit.connection) {
+                if link.queue.is_empty() {
+                    wakeups.writers.push(link.notify.clone());
+                }
+                link.queue.push(transmit.data);
+            }
+        }
+        while let Some(event) = self.endpoint.poll_event() {
+            self.on_event(event, &mut wakeups);
+        }
+        let timeout = self.endpoint.poll_timeout();
+        if timeout != self.armed_timer
+            && timeout.is_some_and(|at| self.armed_timer.is_none_or(|armed| at < armed))
+        {
+            wakeups.timer = true;
+        }
+        wakeups
+    }
+
+    fn on_event(&mut self, event: Event, wakeups: &mut Wakeups) {
+        match event {
+            Event::Readable { peer, stream_id } => {
+                while let Some(received) = self.endpoint.read(&peer, stream_id) {
+                    let options = received.meta.options.clone().unwrap_or_default();
+                    let message = Message::new(peer.clone(), stream_id, received);
+                    if let Some(reply_to) = reply_to(&options) {
+                        if let Some((from, _)) = self.requests.get(&reply_to) {
+                            if *from == peer {
+                                if let Some((_, waiter)) = self.requests.remove(&reply_to) {
+                                    let _ = waiter.send(message);
+                                }
+                                continue;
+                            }
+                        }
+                        // A reply nobody waits for (timed out, or forged): dropped.
+                        tracing::debug!(peer = %peer, reply_to, "reply to no pending request");
+                        continue;
+                    }
+                    self.inbox.push_back(message);
+                    wakeups.inbox = true;
+                }
+            }
+            Event::Writable { .. } => wakeups.writable = true,
+            Event::ConnectionLost {
+                connection,
+                peer,
+                reason,
+            } => {
+                self.close_link(connection, wakeups);
+                wakeups.events.push(NodeEvent::ConnectionLost {
+                    connection,
+                    peer,
+                    reason: reason.message,
+                });
+            }
+            Event::HandshakeFailed {
+                connection,
+                failure,
+                reason,
+            } => {
+                self.close_link(connection, wakeups);
+                wakeups.events.push(NodeEvent::HandshakeFailed {
+                    connection,
+                    failure,
+                    reason: reason.message,
+                });
+            }
+            Event::Authenticated {
+                connection, peer, ..
+            } => wakeups
+                .events
+                .push(NodeEvent::Connected { connection, peer }),
+            Event::PeerReachable { peer } => wakeups.events.push(NodeEvent::PeerReachable { peer }),
+            Event::PeerUnreachable { peer } => {
+                wakeups.events.push(NodeEvent::PeerUnreachable { peer })
+            }
+            Event::StreamFinished {
+                peer,
+                stream_id,
+                reason,
+            } => wakeups.events.push(NodeEvent::StreamClosed {
+                peer,
+                stream_id,
+                reason: reason.message,
+            }),
+            Event::MessagesExpired {
+                peer,
+                stream_id,
+                count,
+            } => wakeups.events.push(NodeEvent::MessagesExpired {
+                peer,
+                stream_id,
+                count,
+            }),
+            Event::NameAssigned { name } => wakeups.events.push(NodeEvent::NameAssigned { name }),
+            Event::StreamClosed { .. } => {}
+        }
+    }
+
+    fn close_link(&mut self, connection: ConnectionId, wakeups: &mut Wakeups) {
+        if let Some(link) = self.links.get_mut(&connection) {
+            link.closing = true;
+            wakeups.writers.push(link.notify.clone());
+        }
+    }
+}
+
+/// The request a message replies to, if it is a reply.
+fn reply_to(options: &PacketOptions) -> Option<u64> {
+    u64::try_from(options.reply_to).ok().filter(|&id| id != 0)
+}

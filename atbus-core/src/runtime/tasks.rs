@@ -1,0 +1,148 @@
+//! The background tasks of a running node: the engine's timer, one accept loop per listener, and
+//! one dial loop per peer address (connect, run the connection, reconnect with capped
+//! exponential backoff and jitter).
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::shared::Shared;
+use super::transport::{self, Listener};
+use crate::address::Address;
+use crate::engine::ConnectOptions;
+
+/// Sleeps until the engine's next timer, runs it, and starts over; wakes early when an action
+/// armed an earlier timer.
+pub(crate) async fn timer_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let deadline = {
+            let mut state = shared.lock();
+            let deadline = state.endpoint.poll_timeout();
+            state.armed_timer = deadline;
+            deadline
+        };
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = sleep => shared.with(|state| state.endpoint.handle_timeout(Instant::now())),
+            () = shared.timer.notified() => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Accepts connections on `listener` until the node stops; each runs in its own task.
+pub(crate) async fn accept_loop(
+    shared: Arc<Shared>,
+    mut listener: Listener,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => return,
+        };
+        let (opened, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                // Out of file descriptors and the like: do not spin.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let params = opened.params();
+        let registered = shared.with(|state| {
+            if state.shutting_down {
+                return None;
+            }
+            let (id, notify) = state.add_link(remote.clone());
+            match state.endpoint.accept(Instant::now(), id, params) {
+                Ok(()) => Some((id, notify)),
+                Err(error) => {
+                    tracing::warn!(%error, remote, "connection not accepted");
+                    state.links.remove(&id);
+                    None
+                }
+            }
+        });
+        if let Some((id, notify)) = registered {
+            tracing::debug!(connection = id.0, remote, "accepted");
+            tokio::spawn(opened.run(shared.clone(), id, notify));
+        }
+    }
+}
+
+/// Reconnection delays: from `min`, doubling to `max`, with up to half again of jitter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backoff {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// `delay` with a random part added, so that many nodes do not reconnect in step.
+    fn jittered(delay: Duration) -> Duration {
+        let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+        delay + delay.mul_f64((random % 1000) as f64 / 2000.0)
+    }
+}
+
+/// Keeps one connection to `peer` at `address` up until the node stops.
+pub(crate) async fn dial_loop(
+    shared: Arc<Shared>,
+    address: Address,
+    options: ConnectOptions,
+    backoff: Backoff,
+    stop: watch::Receiver<bool>,
+) {
+    let mut delay = backoff.min;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match transport::connect(&address).await {
+            Ok(opened) => {
+                let params = opened.params();
+                let registered = shared.with(|state| {
+                    if state.shutting_down {
+                        return None;
+                    }
+                    let (id, notify) = state.add_link(address.to_string());
+                    match state
+                        .endpoint
+                        .connect(Instant::now(), id, params, options.clone())
+                    {
+                        Ok(()) => Some((id, notify)),
+                        Err(error) => {
+                            tracing::warn!(%error, %address, "connection not opened");
+                            state.links.remove(&id);
+                            None
+                        }
+                    }
+                });
+                if let Some((id, notify)) = registered {
+                    tracing::debug!(connection = id.0, %address, "connected");
+                    let started = Instant::now();
+                    opened.run(shared.clone(), id, notify).await;
+                    // A connection that lived a while resets the backoff.
+                    if started.elapsed() > backoff.max {
+                        delay = backoff.min;
+                    }
+                }
+            }
+            Err(error) => tracing::debug!(%error, "connect failed"),
+        }
+        if *stop.borrow() {
+            return;
+        }
+        tokio::time::sleep(Backoff::jittered(delay)).await;
+        delay = (delay * 2).min(backoff.max);
+    }
+}
