@@ -101,6 +101,8 @@ pub(crate) struct Connection {
     pub failure: Option<AuthFailure>,
     /// Accepting side: the hello's nonce and the accept sent for it, to answer a resent hello.
     pub accepted_hello: Option<(Bytes, Bytes)>,
+    /// Accepting side: the instance the hello proved, noted once the connection is established.
+    pub peer_instance: Bytes,
     /// Accepting side: times the accept was sent again while the confirm was awaited.
     pub accept_resends: u32,
     /// Connecting side: the confirm, sent with every transmit until the accepting side shows it
@@ -130,6 +132,7 @@ impl Connection {
             answerable: false,
             failure: None,
             accepted_hello: None,
+            peer_instance: Bytes::new(),
             accept_resends: 0,
             confirm_frame: None,
         }

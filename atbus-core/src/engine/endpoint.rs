@@ -28,6 +28,7 @@ use super::transmit::ConnectionId;
 mod handshake;
 mod input;
 mod output;
+mod restart;
 mod timers;
 
 /// Close reasons sent with a stream's end keep at most this many bytes of their message.
@@ -340,6 +341,11 @@ impl Endpoint {
     pub fn read(&mut self, peer_name: &str, stream_id: i64) -> Option<ReceivedMessage> {
         let peer = self.peers.get_mut(peer_name)?;
         let stream = peer.recv.get_mut(&stream_id)?;
+        if let Some(message) = stream.carried.pop_front() {
+            peer.received_held -= message.data.len();
+            self.stats.messages_received += 1;
+            return Some(message);
+        }
         let before = stream.reassembler.held();
         let mut message = stream.reassembler.pop_message();
         // A peer that sends messages over the limit breaks the contract: they are dropped.

@@ -89,6 +89,13 @@ pub enum Event {
         /// The close reason sent, or received from the accepting side.
         reason: CloseReasonData,
     },
+    /// The peer restarted (its handshake brought a new instance): the streams to it started over
+    /// from offset 0, what it had not acknowledged is being sent again (so a message it took
+    /// just before dying may arrive twice), and its unfinished messages to us were dropped.
+    PeerRestarted {
+        /// The peer.
+        peer: String,
+    },
     /// This endpoint, connecting anonymously, was given its name by the accepting side.
     NameAssigned {
         /// The name: the endpoint goes by it from now on.

@@ -1,9 +1,12 @@
 //! The state the engine keeps per peer: its streams in both directions, what to acknowledge, its
 //! connections, and the totals that bound its memory.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
+use bytes::Bytes;
+
+use super::message::ReceivedMessage;
 use super::reassembly::Reassembler;
 use super::send::SendStream;
 use super::transmit::ConnectionId;
@@ -17,6 +20,8 @@ pub(crate) struct RecvStream {
     pub readable: bool,
     /// The window offset last announced to the peer.
     pub advertised: u64,
+    /// Whole messages that arrived before the peer restarted, not yet taken: read first.
+    pub carried: VecDeque<ReceivedMessage>,
 }
 
 /// One peer.
@@ -50,6 +55,8 @@ pub(crate) struct Peer {
     pub next_stream: i64,
     /// Whether PeerReachable was the last reachability event.
     pub reachable: bool,
+    /// The peer's instance, as its last handshake gave it: a new one means it restarted.
+    pub instance: Option<Bytes>,
 }
 
 impl Peer {

@@ -176,6 +176,20 @@ impl SendStream {
         Some(start)
     }
 
+    /// Starts the stream over for a peer that restarted (and lost everything it had received):
+    /// the messages not wholly acknowledged are queued again from offset 0, in order, with
+    /// their metadata, and the stream's end if it was queued. Returns the units now queued.
+    pub fn restart(&mut self, window: u64) -> u64 {
+        let queue = std::mem::take(&mut self.queue);
+        let finished = self.finished;
+        *self = SendStream::new(window);
+        for queued in queue {
+            self.enqueue(queued.data, queued.meta, queued.end, queued.queued_at);
+        }
+        self.finished = finished;
+        self.unacked_units()
+    }
+
     /// Units queued and not yet acknowledged: what counts against the send window.
     pub fn unacked_units(&self) -> u64 {
         self.end - self.acked

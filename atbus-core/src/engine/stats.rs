@@ -63,6 +63,8 @@ pub struct EngineStats {
     pub handshakes_completed: u64,
     /// Connections refused, by the rule that failed.
     pub auth_failures: BTreeMap<AuthFailure, u64>,
+    /// Peers whose handshake showed they had restarted (their streams started over).
+    pub peer_restarts: u64,
     /// Frames of early data dropped because the hello's nonce could not be remembered (they are
     /// sent again after the handshake).
     pub early_data_dropped: u64,

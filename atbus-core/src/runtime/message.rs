@@ -97,6 +97,12 @@ pub enum NodeEvent {
         /// How many.
         count: usize,
     },
+    /// A peer restarted: the streams to it started over (what it had not acknowledged is sent
+    /// again).
+    PeerRestarted {
+        /// The peer.
+        peer: String,
+    },
     /// This node, connected anonymously, was given a name.
     NameAssigned {
         /// The name.

@@ -245,6 +245,12 @@ impl Node {
         self.inner.shared.lock().endpoint.stats().clone()
     }
 
+    /// Bytes the node holds for the application: sent and not yet acknowledged, or received and
+    /// not yet taken. Bounded by the engine's send windows and receive budget.
+    pub fn memory(&self) -> usize {
+        self.inner.shared.lock().endpoint.memory()
+    }
+
     /// The node's connections: id, remote address, and the peer once authenticated.
     pub fn connections(&self) -> Vec<(ConnectionId, String, Option<String>)> {
         let state = self.inner.shared.lock();

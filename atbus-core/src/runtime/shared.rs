@@ -263,6 +263,7 @@ impl State {
                 stream_id,
                 count,
             }),
+            Event::PeerRestarted { peer } => wakeups.events.push(NodeEvent::PeerRestarted { peer }),
             Event::NameAssigned { name } => wakeups.events.push(NodeEvent::NameAssigned { name }),
             Event::StreamClosed { .. } => {}
         }

@@ -6,6 +6,7 @@ mod anonymous;
 mod handshake;
 mod issued;
 mod refusals;
+mod restart;
 mod resumption;
 mod spoofing;
 mod support;

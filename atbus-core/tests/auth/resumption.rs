@@ -139,7 +139,9 @@ fn a_ticket_dies_with_its_token_and_the_client_falls_back_to_the_token() {
             .map(|f| f.0),
         Some(AuthFailure::RefusedByPeer)
     );
-    // With the new token the client proves itself again (not resumed).
+    // With the new token the client proves itself again (not resumed). The rotated server is
+    // another instance than the one the client knew as "server": it takes the client's early
+    // data only after a confirm, once the client has started its streams over.
     let fresh = world.connect(
         client,
         rotated,
@@ -149,6 +151,6 @@ fn a_ticket_dies_with_its_token_and_the_client_falls_back_to_the_token() {
     world.run_for(Duration::from_millis(50));
     assert_eq!(
         world.node(rotated).authenticated(fresh.b_connection),
-        Some(("client".to_string(), true, false))
+        Some(("client".to_string(), false, false))
     );
 }

@@ -60,6 +60,8 @@ pub struct AuthState {
     epoch: Instant,
     /// Anonymous names handed out so far.
     pub anonymous_count: u64,
+    /// This endpoint's instance: random, so that peers tell a restart from a reconnection.
+    pub instance: [u8; 8],
 }
 
 impl AuthState {
@@ -91,6 +93,8 @@ impl AuthState {
                 TicketKey::new(&key)
             }
         };
+        let mut instance = [0; 8];
+        rng.fill_bytes(&mut instance);
         let unix_at_epoch_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
@@ -104,6 +108,7 @@ impl AuthState {
             unix_at_epoch_ms,
             epoch,
             anonymous_count: 0,
+            instance,
         }
     }
 

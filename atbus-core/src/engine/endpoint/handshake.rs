@@ -323,6 +323,7 @@ pub(super) fn accept_fields(accept: &HandshakeAccept) -> AcceptFields<'_> {
         role: accept.role,
         ticket: &accept.ticket,
         ticket_lifetime_seconds: accept.ticket_lifetime_seconds,
+        instance: &accept.instance,
     }
 }
 

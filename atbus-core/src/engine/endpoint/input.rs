@@ -204,6 +204,7 @@ impl Endpoint {
                     reassembler: Reassembler::new(budget, window),
                     readable: false,
                     advertised: 0,
+                    carried: Default::default(),
                 });
             if reset {
                 if let Some(stream) = peer.recv.get_mut(&packet.stream_id) {

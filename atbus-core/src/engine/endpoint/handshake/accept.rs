@@ -81,6 +81,10 @@ impl Endpoint {
             Remembered::Full => true,
             Remembered::Fresh => false,
         };
+        // The hello numbers its early data for an instance of ours that is gone: nothing after
+        // it is taken until the confirm, sent once the peer has started its streams over.
+        let confirm_required = confirm_required
+            || (!hello.peer_instance.is_empty() && hello.peer_instance[..] != self.auth.instance);
         let early_data_accepted = hello.early_data && !confirm_required;
         let nonce: [u8; NONCE_LEN] = self.auth.random();
         // The accept says what this node is: a relay's peers take forwarded frames from it.
@@ -98,6 +102,7 @@ impl Endpoint {
             ticket: Bytes::new(),
             ticket_lifetime_seconds: 0,
             role,
+            instance: Bytes::copy_from_slice(&self.auth.instance),
             proof: Bytes::new(),
         };
         if let (Some(key), Some(lifetime), Some(origin)) = (
@@ -140,6 +145,7 @@ impl Endpoint {
             resumed: checked.resumed,
         });
         state.accepted_hello = Some((hello.nonce.clone(), frame.clone()));
+        state.peer_instance = hello.instance.clone();
         state.outbox.push(frame);
         match (confirm_required, checked.key) {
             (true, Some(key)) => {
@@ -355,9 +361,11 @@ impl Endpoint {
         };
         state.phase = Phase::Established;
         state.handshake_deadline = None;
+        let instance = std::mem::take(&mut state.peer_instance);
         let Some(identity) = state.identity.clone() else {
             return;
         };
+        self.note_instance(&identity.name, instance, connection);
         tracing::debug!(
             connection = connection.0,
             peer = %identity.name,

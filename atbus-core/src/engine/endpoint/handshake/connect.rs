@@ -145,6 +145,13 @@ impl Endpoint {
                 .map(|ticket| Bytes::from(ticket.sealed.clone()))
                 .unwrap_or_default(),
             padding: Bytes::new(),
+            instance: Bytes::copy_from_slice(&self.auth.instance),
+            peer_instance: options
+                .peer
+                .as_ref()
+                .and_then(|peer| self.peers.get(peer))
+                .and_then(|peer| peer.instance.clone())
+                .unwrap_or_default(),
             proof: Bytes::new(),
         };
         if let Some(key) = &key {
@@ -315,6 +322,8 @@ impl Endpoint {
                 },
             );
         }
+        // A peer that restarted starts its streams over (and our early data with them).
+        self.note_instance(&peer, accept.instance.clone(), connection);
         if handshake.early_data && !accept.early_data_accepted {
             // The peer did not take what went with the hello: send it again.
             if let Some(entry) = self.peers.get_mut(&peer) {

@@ -1,0 +1,152 @@
+//! Messages and requests over every stream transport.
+
+use std::time::Duration;
+
+use atbus_core::engine::{AuthFailure, EngineConfig, Token};
+use atbus_core::runtime::{Node, NodeError, NodeEvent};
+use bytes::Bytes;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_arrive_in_order_and_intact_over_tcp_unix_and_mem() {
+    for scheme in ["tcp", "unix", "mem"] {
+        let (server, client) = pair(scheme, EngineConfig::default()).await;
+        let sizes = [0, 1, 64, 1500, 70_000, 1 << 20];
+        for (index, size) in sizes.iter().enumerate() {
+            client
+                .send("server", payload(index, *size))
+                .await
+                .expect("send");
+        }
+        for (index, size) in sizes.iter().enumerate() {
+            let message = recv(&server).await;
+            assert_eq!(message.source, "client", "{scheme}");
+            assert_eq!(message.data.len(), *size, "{scheme}: message {index}");
+            assert!(
+                message.data == payload(index, *size),
+                "{scheme}: message {index} differs"
+            );
+        }
+        // And back.
+        server.send("client", "pong").await.expect("send back");
+        assert_eq!(recv(&client).await.data, Bytes::from("pong"), "{scheme}");
+        client.shutdown().await;
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sixteen_mebibyte_message_crosses_tcp_intact() {
+    let (server, client) = pair("tcp", EngineConfig::default()).await;
+    let big = payload(7, 16 << 20);
+    client.send("server", big.clone()).await.expect("send");
+    let message = recv(&server).await;
+    assert_eq!(message.data.len(), big.len());
+    assert!(message.data == big, "the message differs");
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_each_get_their_own_reply() {
+    let (server, client) = pair("tcp", EngineConfig::default()).await;
+    let responder = server.clone();
+    tokio::spawn(async move {
+        while let Some(request) = responder.recv().await {
+            let mut answer = b"re: ".to_vec();
+            answer.extend_from_slice(&request.data);
+            responder.reply(&request, answer).await.expect("reply");
+        }
+    });
+    let mut asks = Vec::new();
+    for index in 0..50 {
+        let client = client.clone();
+        asks.push(tokio::spawn(async move {
+            let question = format!("question {index}");
+            let reply = client
+                .request("server", question.clone(), Duration::from_secs(10))
+                .await
+                .expect("a reply");
+            assert_eq!(reply.data, Bytes::from(format!("re: {question}")));
+            assert_eq!(reply.source, "server");
+        }));
+    }
+    for ask in asks {
+        ask.await.expect("request task");
+    }
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_nobody_answers_times_out() {
+    let (server, client) = pair("mem", EngineConfig::default()).await;
+    let error = client
+        .request("server", "anyone?", Duration::from_millis(200))
+        .await
+        .expect_err("no reply");
+    assert!(matches!(error, NodeError::Timeout { .. }), "{error}");
+    // The request itself arrived; it simply was not answered.
+    assert_eq!(recv(&server).await.request_id(), Some(1));
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_the_wrong_token_is_refused_and_delivers_nothing() {
+    let server = Node::builder()
+        .name("server")
+        .token(token())
+        .listen("tcp://127.0.0.1:0")
+        .start()
+        .await
+        .expect("server");
+    let mut server_events = server.events();
+    let client = Node::builder()
+        .name("intruder")
+        .token(Token::new("not the shared token at all").expect("token"))
+        .peer("server", [server.local_addresses()[0].to_string()])
+        .start()
+        .await
+        .expect("client");
+    client.try_send("server", "let me in").expect("queued");
+    let failure = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(NodeEvent::HandshakeFailed { failure, .. }) = server_events.recv().await {
+                return failure;
+            }
+        }
+    })
+    .await
+    .expect("a refusal");
+    assert_eq!(failure, AuthFailure::BadProof);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), server.recv())
+            .await
+            .is_err(),
+        "nothing is delivered"
+    );
+    client.shutdown_within(Duration::from_millis(100)).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_addresses_and_missing_names_are_clear_errors() {
+    let error = Node::builder()
+        .name("x")
+        .listen("tcp://127.0.0.1")
+        .start()
+        .await
+        .expect_err("no port");
+    assert!(error.to_string().contains("no port"), "{error}");
+    let error = Node::builder().start().await.expect_err("no name");
+    assert!(error.to_string().contains("name"), "{error}");
+    let error = Node::builder()
+        .name("x")
+        .peer("y", ["tcp://127.0.0.1:1"])
+        .start()
+        .await
+        .expect_err("no token");
+    assert!(error.to_string().contains("token"), "{error}");
+}
