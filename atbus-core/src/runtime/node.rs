@@ -13,7 +13,7 @@ use super::error::NodeError;
 use super::message::{Message, NodeEvent};
 use super::shared::Shared;
 use super::tasks::{self, Backoff};
-use super::transport::Listener;
+use super::transport::{self, Listener};
 use crate::address::Address;
 use crate::engine::{
     ConnectOptions, ConnectionId, Credential, Endpoint, EngineConfig, EngineStats, MessageMeta,
@@ -120,12 +120,18 @@ impl NodeBuilder {
         let mut engine = self.engine;
         engine.auth.tokens.extend(self.tokens.iter().cloned());
         let endpoint = Endpoint::new(name.clone(), engine, Instant::now());
-        let shared = Shared::new(endpoint);
         let (stop, stop_rx) = watch::channel(false);
+        let shared = Shared::new(endpoint, stop_rx.clone());
 
         let mut listeners = Vec::new();
         let mut local = Vec::new();
         for address in &listen {
+            if let Address::Udp(_) = address {
+                let bound = transport::bind_udp(&shared, address).await?;
+                tracing::info!(node = %name, address = %bound, "listening");
+                local.push(bound);
+                continue;
+            }
             let (listener, bound) = Listener::bind(address).await?;
             tracing::info!(node = %name, address = %bound, "listening");
             listeners.push(listener);

@@ -12,9 +12,10 @@ use std::time::Instant;
 
 use atbus_proto::protocol::PacketOptions;
 use bytes::Bytes;
-use tokio::sync::{Notify, broadcast, oneshot};
+use tokio::sync::{Notify, broadcast, oneshot, watch};
 
 use super::message::{Message, NodeEvent};
+use super::transport::udp::UdpHub;
 use crate::engine::{ConnectionId, Endpoint, Event};
 
 /// Frames queued for one connection, and how to wake its writer.
@@ -67,10 +68,14 @@ pub(crate) struct Shared {
     pub writable: Notify,
     /// Peer and connection events for the application.
     pub events: broadcast::Sender<NodeEvent>,
+    /// The node's UDP sockets: the listeners', and one opened for dialing if needed.
+    pub udp: Mutex<Vec<Arc<UdpHub>>>,
+    /// Becomes true when the node stops.
+    pub stop: watch::Receiver<bool>,
 }
 
 impl Shared {
-    pub fn new(endpoint: Endpoint) -> Arc<Self> {
+    pub fn new(endpoint: Endpoint, stop: watch::Receiver<bool>) -> Arc<Self> {
         let (events, _) = broadcast::channel(1024);
         Arc::new(Self {
             state: Mutex::new(State {
@@ -87,6 +92,8 @@ impl Shared {
             inbox: Notify::new(),
             writable: Notify::new(),
             events,
+            udp: Mutex::new(Vec::new()),
+            stop,
         })
     }
 

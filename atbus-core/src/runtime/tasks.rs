@@ -107,7 +107,7 @@ pub(crate) async fn dial_loop(
         if *stop.borrow() {
             return;
         }
-        match transport::connect(&address).await {
+        match transport::connect(&shared, &address).await {
             Ok(opened) => {
                 let params = opened.params();
                 let registered = shared.with(|state| {

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_arrive_in_order_and_intact_over_tcp_unix_and_mem() {
-    for scheme in ["tcp", "unix", "mem"] {
+async fn messages_arrive_in_order_and_intact_over_tcp_udp_unix_and_mem() {
+    for scheme in ["tcp", "udp", "unix", "mem"] {
         let (server, client) = pair(scheme, EngineConfig::default()).await;
         let sizes = [0, 1, 64, 1500, 70_000, 1 << 20];
         for (index, size) in sizes.iter().enumerate() {
@@ -149,4 +149,32 @@ async fn bad_addresses_and_missing_names_are_clear_errors() {
         .await
         .expect_err("no token");
     assert!(error.to_string().contains("token"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_file_is_removed_on_shutdown_and_a_stale_one_replaced() {
+    let path = std::env::temp_dir().join(unique("atbus-stale"));
+    // A file left by a process that died: nothing listens on it.
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("stale socket"));
+    assert!(path.exists());
+    let address = format!("unix://{}", path.display());
+    let node = Node::builder()
+        .name("server")
+        .token(token())
+        .listen(address.clone())
+        .start()
+        .await
+        .expect("the stale socket is replaced");
+    // A live listener is not stolen.
+    let error = Node::builder()
+        .name("other")
+        .listen(address)
+        .start()
+        .await
+        .expect_err("the socket is live");
+    assert!(error.to_string().contains("live listener"), "{error}");
+    node.shutdown().await;
+    drop(node);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!path.exists(), "the socket file outlived its node");
 }

@@ -1,14 +1,17 @@
 //! The transports that carry frames between nodes, chosen by the address scheme: listening,
 //! connecting, and running a connection until it ends. Stream transports (`tcp://`, `unix://`)
-//! share one connection loop (`stream`); `mem://` hands `Bytes` over in-process (`mem`).
+//! share one connection loop (`stream`); `mem://` hands `Bytes` over in-process (`mem`); `udp://`
+//! runs every peer over one socket (`udp`).
 
 pub(crate) mod mem;
 pub(crate) mod stream;
+pub(crate) mod udp;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 use tokio::sync::Notify;
 
 use crate::address::Address;
@@ -20,12 +23,16 @@ pub(crate) enum Opened {
     Tcp(TcpStream),
     Unix(UnixStream),
     Mem(mem::MemPipe),
+    Udp(Arc<udp::UdpHub>, SocketAddr),
 }
 
 impl Opened {
     /// What the engine needs to know of it.
     pub fn params(&self) -> ConnectionParams {
-        ConnectionParams::stream()
+        match self {
+            Opened::Udp(_, remote) => udp::params_for(*remote),
+            _ => ConnectionParams::stream(),
+        }
     }
 
     /// Runs the connection until it ends.
@@ -42,6 +49,10 @@ impl Opened {
                 stream::run(shared, id, notify, reader, writer).await;
             }
             Opened::Mem(pipe) => mem::run(shared, id, notify, pipe).await,
+            Opened::Udp(hub, remote) => {
+                hub.route(remote, id);
+                hub.run_writer(shared, id, remote, notify).await;
+            }
         }
     }
 }
@@ -50,7 +61,9 @@ impl Opened {
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     /// The scheme's transport is not built into this runtime yet.
-    #[error("{scheme}:// is not supported by this runtime yet: use tcp://, unix:// or mem://")]
+    #[error(
+        "{scheme}:// is not supported by this runtime yet: use tcp://, udp://, unix:// or mem://"
+    )]
     Unsupported {
         /// The scheme.
         scheme: &'static str,
@@ -147,9 +160,74 @@ impl Drop for Listener {
     }
 }
 
+/// Binds a UDP socket on `address` and starts serving it: the node's UDP hub.
+pub(crate) async fn bind_udp(
+    shared: &Arc<Shared>,
+    address: &Address,
+) -> Result<Address, TransportError> {
+    let Address::Udp(hp) = address else {
+        return Err(TransportError::Unsupported {
+            scheme: address.scheme(),
+        });
+    };
+    let socket = UdpSocket::bind(hp.authority())
+        .await
+        .map_err(io_error(address))?;
+    let port = socket.local_addr().map_err(io_error(address))?.port();
+    let hub = udp::UdpHub::start(shared.clone(), socket, shared.stop.clone());
+    shared
+        .udp
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(hub);
+    Ok(address.with_port(port))
+}
+
+/// The node's UDP hub for the family of `remote`: a listener's, or one opened now.
+async fn udp_hub(shared: &Arc<Shared>, remote: SocketAddr) -> std::io::Result<Arc<udp::UdpHub>> {
+    let existing = shared
+        .udp
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|hub| hub.is_ipv6() == remote.is_ipv6())
+        .cloned();
+    if let Some(hub) = existing {
+        return Ok(hub);
+    }
+    let any = if remote.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let socket = UdpSocket::bind(any).await?;
+    let hub = udp::UdpHub::start(shared.clone(), socket, shared.stop.clone());
+    shared
+        .udp
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(hub.clone());
+    Ok(hub)
+}
+
 /// Opens a connection to `address`.
-pub(crate) async fn connect(address: &Address) -> Result<Opened, TransportError> {
+pub(crate) async fn connect(
+    shared: &Arc<Shared>,
+    address: &Address,
+) -> Result<Opened, TransportError> {
     match address {
+        Address::Udp(hp) => {
+            let remote = tokio::net::lookup_host(hp.authority())
+                .await
+                .map_err(io_error(address))?
+                .next()
+                .ok_or_else(|| TransportError::Io {
+                    address: address.to_string(),
+                    source: std::io::ErrorKind::NotFound.into(),
+                })?;
+            let hub = udp_hub(shared, remote).await.map_err(io_error(address))?;
+            Ok(Opened::Udp(hub, remote))
+        }
         Address::Tcp(hp) => TcpStream::connect(hp.authority())
             .await
             .map(Opened::Tcp)

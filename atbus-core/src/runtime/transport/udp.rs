@@ -1,0 +1,146 @@
+//! `udp://`: the engine's own reliability over UDP. One socket serves every peer: a receive loop
+//! routes each datagram by its source address to a connection (a new address is a connection
+//! the engine accepts, and must open with a hello), and each connection's writer sends what the
+//! engine queued for it. The MTU follows the address family (548 bytes for IPv4, 1232 for IPv6).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::{Notify, watch};
+
+use crate::engine::{ConnectionId, ConnectionParams};
+use crate::runtime::shared::Shared;
+
+/// The largest datagram read.
+const MAX_DATAGRAM: usize = 65_536;
+
+/// A UDP socket and the connections on it, by remote address.
+pub(crate) struct UdpHub {
+    pub socket: Arc<UdpSocket>,
+    routes: Mutex<HashMap<SocketAddr, ConnectionId>>,
+}
+
+/// The engine's parameters for a datagram connection to `remote`.
+pub(crate) fn params_for(remote: SocketAddr) -> ConnectionParams {
+    match remote {
+        SocketAddr::V4(_) => ConnectionParams::datagram_ipv4(),
+        SocketAddr::V6(_) => ConnectionParams::datagram_ipv6(),
+    }
+}
+
+impl UdpHub {
+    /// A hub on `socket`; its receive loop runs until `stop`.
+    pub fn start(shared: Arc<Shared>, socket: UdpSocket, stop: watch::Receiver<bool>) -> Arc<Self> {
+        let hub = Arc::new(Self {
+            socket: Arc::new(socket),
+            routes: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(receive_loop(shared, hub.clone(), stop));
+        hub
+    }
+
+    fn routes(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, ConnectionId>> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Routes datagrams from `remote` to connection `id`.
+    pub fn route(&self, remote: SocketAddr, id: ConnectionId) {
+        self.routes().insert(remote, id);
+    }
+
+    /// The address family of the socket.
+    pub fn is_ipv6(&self) -> bool {
+        self.socket
+            .local_addr()
+            .map(|address| address.is_ipv6())
+            .unwrap_or(false)
+    }
+
+    /// Sends what the engine queues for connection `id` to `remote`, until the engine is done
+    /// with it.
+    pub async fn run_writer(
+        self: Arc<Self>,
+        shared: Arc<Shared>,
+        id: ConnectionId,
+        remote: SocketAddr,
+        notify: Arc<Notify>,
+    ) {
+        loop {
+            let (datagrams, closing) = shared.take_queue(id);
+            if datagrams.is_empty() {
+                if closing {
+                    break;
+                }
+                notify.notified().await;
+                continue;
+            }
+            for datagram in datagrams {
+                // A datagram that cannot be sent is lost; the engine sends it again.
+                if let Err(error) = self.socket.send_to(&datagram, remote).await {
+                    tracing::debug!(%error, %remote, "udp send failed");
+                }
+            }
+        }
+        {
+            let mut routes = self.routes();
+            if routes.get(&remote) == Some(&id) {
+                routes.remove(&remote);
+            }
+        }
+        shared.lock().links.remove(&id);
+    }
+}
+
+async fn receive_loop(shared: Arc<Shared>, hub: Arc<UdpHub>, mut stop: watch::Receiver<bool>) {
+    let mut buffer = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let received = tokio::select! {
+            received = hub.socket.recv_from(&mut buffer) => received,
+            _ = stop.changed() => return,
+        };
+        let (len, remote) = match received {
+            Ok(received) => received,
+            // ICMP errors of earlier sends surface here on some systems: keep reading.
+            Err(error) => {
+                tracing::debug!(%error, "udp receive failed");
+                continue;
+            }
+        };
+        let data = Bytes::copy_from_slice(&buffer[..len]);
+        let known = hub.routes().get(&remote).copied();
+        let id = match known {
+            Some(id) => id,
+            None => {
+                // A new address: a connection the engine accepts; its first datagram must hold
+                // a hello, or the engine forgets it at once.
+                let accepted = shared.with(|state| {
+                    if state.shutting_down {
+                        return None;
+                    }
+                    let (id, notify) = state.add_link(format!("udp://{remote}"));
+                    match state
+                        .endpoint
+                        .accept(Instant::now(), id, params_for(remote))
+                    {
+                        Ok(()) => Some((id, notify)),
+                        Err(_) => {
+                            state.links.remove(&id);
+                            None
+                        }
+                    }
+                });
+                let Some((id, notify)) = accepted else {
+                    continue;
+                };
+                hub.route(remote, id);
+                tokio::spawn(hub.clone().run_writer(shared.clone(), id, remote, notify));
+                id
+            }
+        };
+        shared.with(|state| state.endpoint.handle_input(Instant::now(), id, data));
+    }
+}
