@@ -5,16 +5,22 @@
 //!   `ring::hmac`, without the crate's own transcript functions;
 //! - every frame written there decodes as section 8.2 says, carries the documented fields and
 //!   proofs, and is what the protobuf encoder writes for them;
+//! - every frame written there is what a frame built by hand from the example's fields gives (the
+//!   hello padded as section 8.2 says);
 //! - the engine itself accepts the documented hello, answers it with an accept whose proof checks
-//!   by hand (with and without a ticket, with a confirm when its replay cache is full), refuses it
-//!   with the documented refusal when the token is not accepted, and signs its own hellos the same
-//!   way.
+//!   by hand (with and without a ticket, with a confirm when its replay cache is full or when a
+//!   hello names an instance of it that is gone), refuses it with the documented refusal when the
+//!   token is not accepted, starts the streams over when the documented client comes back with
+//!   another instance (only once that connection is authenticated), and signs its own hellos the
+//!   same way.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use atbus_core::engine::{ConnectionId, ConnectionParams, Endpoint, EngineConfig, Event, Token};
+use atbus_core::engine::{
+    ConnectionId, ConnectionParams, Endpoint, EngineConfig, Event, Token, Transmit,
+};
 use atbus_proto::handshake::handshake_message::Body as HandshakeBody;
 use atbus_proto::handshake::{HandshakeAccept, HandshakeConfirm, HandshakeHello, HandshakeMessage};
 use atbus_proto::protocol::frame_message::Body;
@@ -38,6 +44,16 @@ fn client_nonce() -> Vec<u8> {
 
 fn server_nonce() -> Vec<u8> {
     (0x10..0x20).collect()
+}
+
+/// client-1's instance in the example.
+fn client_instance() -> Vec<u8> {
+    (0xa0..0xa8).collect()
+}
+
+/// relay-1's instance in the example (an engine draws its own at random).
+fn relay_instance() -> Vec<u8> {
+    (0xb0..0xb8).collect()
 }
 
 /// The `NAME (N bytes):` hex blocks of section 8.6, by name.
@@ -127,6 +143,8 @@ fn hello_transcript(hello: &HandshakeHello) -> Vec<u8> {
     out.extend_from_slice(&parameters.mtu.to_be_bytes());
     out.push(u8::from(hello.early_data));
     lp(&mut out, &hello.ticket);
+    lp(&mut out, &hello.instance);
+    lp(&mut out, &hello.peer_instance);
     out
 }
 
@@ -142,6 +160,7 @@ fn accept_transcript(hello_proof: &[u8], hello_nonce: &[u8], accept: &HandshakeA
     out.push(accept.role.to_be_bytes()[3]);
     lp(&mut out, &accept.ticket);
     out.extend_from_slice(&accept.ticket_lifetime_seconds.to_be_bytes());
+    lp(&mut out, &accept.instance);
     out
 }
 
@@ -171,6 +190,9 @@ fn example_hello() -> HandshakeHello {
         stream_id: 0,
         parameters: Some(atbus_proto::handshake::ConnectionParameters { kind: 0, mtu: MTU }),
         early_data: true,
+        instance: client_instance().into(),
+        // First contact: client-1 knows no instance of relay-1.
+        peer_instance: Bytes::new(),
         ..Default::default()
     }
 }
@@ -186,6 +208,7 @@ fn example_accept(confirm_required: bool) -> HandshakeAccept {
         ticket: Bytes::new(),
         ticket_lifetime_seconds: 0,
         role: 0,
+        instance: relay_instance().into(),
         proof: Bytes::new(),
     }
 }
@@ -198,13 +221,23 @@ fn the_documented_transcripts_and_proofs_are_the_layouts_of_section_8_4() {
 
     let hello = example_hello();
     let transcript = hello_transcript(&hello);
-    assert_eq!(transcript.len(), 92);
+    assert_eq!(transcript.len(), 108);
+    // The two instances close the hello transcript (section 8.4 rows 14 and 15).
+    assert_eq!(
+        &transcript[92..],
+        b"\0\0\0\x08\xa0\xa1\xa2\xa3\xa4\xa5\xa6\xa7\0\0\0\0"
+    );
     assert_eq!(value(&values, "hello transcript"), &transcript[..]);
     let hello_proof = hmac_sha256(TOKEN, &transcript);
     assert_eq!(value(&values, "hello proof"), &hello_proof[..]);
 
     let transcript = accept_transcript(&hello_proof, &client_nonce(), &example_accept(false));
-    assert_eq!(transcript.len(), 128);
+    assert_eq!(transcript.len(), 140);
+    // The accepting side's instance closes the accept transcript (section 8.4 row 12).
+    assert_eq!(
+        &transcript[128..],
+        b"\0\0\0\x08\xb0\xb1\xb2\xb3\xb4\xb5\xb6\xb7"
+    );
     assert_eq!(value(&values, "accept transcript"), &transcript[..]);
     let accept_proof = hmac_sha256(TOKEN, &transcript);
     assert_eq!(value(&values, "accept proof"), &accept_proof[..]);
@@ -217,10 +250,18 @@ fn the_documented_transcripts_and_proofs_are_the_layouts_of_section_8_4() {
     );
 
     let transcript = accept_transcript(&hello_proof, &client_nonce(), &example_accept(true));
+    assert_eq!(transcript.len(), 140);
     assert_eq!(
         value(&values, "accept transcript, confirm required"),
         &transcript[..]
     );
+    // "differs from the one above in bytes 113 and 114 only"
+    let plain = value(&values, "accept transcript");
+    let differing: Vec<usize> = (0..plain.len())
+        .filter(|&i| plain[i] != transcript[i])
+        .collect();
+    assert_eq!(differing, [113, 114]);
+    assert_eq!(&transcript[113..115], [0, 1]);
     let confirming_proof = hmac_sha256(TOKEN, &transcript);
     assert_eq!(
         value(&values, "accept proof, confirm required"),
@@ -233,6 +274,29 @@ fn the_documented_transcripts_and_proofs_are_the_layouts_of_section_8_4() {
         value(&values, "confirm proof"),
         &hmac_sha256(TOKEN, &transcript)[..]
     );
+
+    // The proofs cover the instances: another one on either side gives another proof.
+    let changes: [fn(&mut HandshakeHello); 3] = [
+        |h| h.instance = relay_instance().into(),
+        |h| h.instance = Bytes::new(),
+        |h| h.peer_instance = relay_instance().into(),
+    ];
+    for change in changes {
+        let mut hello = example_hello();
+        change(&mut hello);
+        assert_ne!(hmac_sha256(TOKEN, &hello_transcript(&hello)), hello_proof);
+    }
+    for instance in [client_instance(), Vec::new()] {
+        let accept = HandshakeAccept {
+            instance: instance.into(),
+            ..example_accept(false)
+        };
+        let transcript = accept_transcript(&hello_proof, &client_nonce(), &accept);
+        assert_ne!(
+            hmac_sha256(TOKEN, &transcript),
+            value(&values, "accept proof")
+        );
+    }
 
     // RFC 4231 test case 2, the check value of section 8.4.
     let check = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
@@ -284,6 +348,68 @@ fn handshake_of(name: &str, frame: &FrameMessage) -> (MessageHead, HandshakeBody
     (head, message.body.expect("a member of the oneof"))
 }
 
+/// A handshake frame built by hand as section 8.2 says: the message as the data of the one
+/// HANDSHAKE fragment of a packet on stream -2 with flag TLS_HANDSHAKE.
+fn handshake_frame(source: &str, destination: &str, body: HandshakeBody) -> Bytes {
+    let message = HandshakeMessage { body: Some(body) };
+    let frame = FrameMessage {
+        head: Some(MessageHead {
+            source: source.into(),
+            destination: destination.into(),
+            ..Default::default()
+        }),
+        body: Some(Body::Packet(PacketData {
+            stream_id: -2,
+            content: PacketContent {
+                fragment: vec![FragmentType {
+                    packet_type: 2,
+                    data: message.encode_to_vec().into(),
+                    ..Default::default()
+                }],
+            }
+            .encode_to_vec()
+            .into(),
+            flags: 8,
+            ..Default::default()
+        })),
+    };
+    let mut wire = BytesMut::new();
+    FrameCodec::default().encode(&frame, &mut wire).unwrap();
+    wire.freeze()
+}
+
+/// A hello frame padded as section 8.2 says: framed without padding (n bytes), then, if n < 384,
+/// framed again with 384 - n zero bytes of padding.
+fn padded_hello_frame(hello: &HandshakeHello) -> Bytes {
+    let mut hello = hello.clone();
+    hello.padding = Bytes::new();
+    let (source, destination) = (hello.source.clone(), hello.destination.clone());
+    let unpadded = handshake_frame(&source, &destination, HandshakeBody::Hello(hello.clone()));
+    if unpadded.len() < 384 {
+        hello.padding = vec![0; 384 - unpadded.len()].into();
+    }
+    handshake_frame(&source, &destination, HandshakeBody::Hello(hello))
+}
+
+/// The hello signed by hand with the example's token.
+fn signed(hello: &HandshakeHello) -> HandshakeHello {
+    HandshakeHello {
+        proof: hmac_sha256(TOKEN, &hello_transcript(hello)).into(),
+        ..hello.clone()
+    }
+}
+
+/// client-1's confirm of an accept whose proof is `accept_proof`, built by hand.
+fn confirm_frame(accept_proof: &[u8]) -> Bytes {
+    handshake_frame(
+        CLIENT,
+        RELAY,
+        HandshakeBody::Confirm(HandshakeConfirm {
+            proof: hmac_sha256(TOKEN, &confirm_transcript(accept_proof)).into(),
+        }),
+    )
+}
+
 #[test]
 fn the_documented_frames_carry_the_documented_messages() {
     let values = documented_values();
@@ -300,13 +426,23 @@ fn the_documented_frames_carry_the_documented_messages() {
     );
     assert!(hello_wire.len() >= 384, "the hello is padded to 384 bytes");
     assert!(hello.padding.iter().all(|&b| b == 0));
-    assert_eq!(hello.padding.len(), 243);
+    assert_eq!(hello.padding.len(), 233);
     assert_eq!(&hello.proof[..], &hello_proof[..]);
+    assert_eq!(&hello.instance[..], &client_instance()[..]);
+    assert!(hello.peer_instance.is_empty());
     let mut unpadded = hello.clone();
     unpadded.padding = Bytes::new();
     unpadded.proof = Bytes::new();
     assert_eq!(unpadded, example_hello());
     assert_eq!(hmac_sha256(TOKEN, &hello_transcript(&hello)), hello_proof);
+    // The frame is the example's hello, signed, framed and padded by hand.
+    let by_hand = signed(&example_hello());
+    assert_eq!(
+        handshake_frame(CLIENT, RELAY, HandshakeBody::Hello(by_hand.clone())).len(),
+        151,
+        "the unpadded frame"
+    );
+    assert_eq!(&padded_hello_frame(&by_hand)[..], hello_wire);
 
     let accept_wire = value(&values, "accept frame");
     let (head, body) = handshake_of("accept frame", &decode_frame("accept frame", accept_wire));
@@ -319,9 +455,18 @@ fn the_documented_frames_carry_the_documented_messages() {
     );
     assert!(accept_wire.len() <= hello_wire.len(), "no amplification");
     assert_eq!(&accept.proof[..], value(&values, "accept proof"));
+    assert_eq!(&accept.instance[..], &relay_instance()[..]);
     let mut bare = accept.clone();
     bare.proof = Bytes::new();
     assert_eq!(bare, example_accept(false));
+    let by_hand = HandshakeAccept {
+        proof: Bytes::copy_from_slice(value(&values, "accept proof")),
+        ..example_accept(false)
+    };
+    assert_eq!(
+        &handshake_frame(RELAY, CLIENT, HandshakeBody::Accept(by_hand))[..],
+        accept_wire
+    );
     assert_eq!(
         hmac_sha256(
             TOKEN,
@@ -343,6 +488,10 @@ fn the_documented_frames_carry_the_documented_messages() {
         (CLIENT, RELAY)
     );
     assert_eq!(&confirm.proof[..], value(&values, "confirm proof"));
+    assert_eq!(
+        &confirm_frame(value(&values, "accept proof, confirm required"))[..],
+        confirm_wire
+    );
 
     let refusal_wire = value(&values, "refusal frame");
     let refusal = decode_frame("refusal frame", refusal_wire);
@@ -398,25 +547,97 @@ fn frames_of(data: &Bytes) -> Vec<(usize, FrameMessage)> {
     frames
 }
 
+/// Everything `endpoint` has to send now.
+fn drain(endpoint: &mut Endpoint, now: Instant) -> Vec<Transmit> {
+    std::iter::from_fn(|| endpoint.poll_transmit(now)).collect()
+}
+
+/// The first frame sent on `id` (a ping may follow an accept in the same transmit), with its
+/// length on the wire.
+fn first_frame_on(transmits: &[Transmit], id: ConnectionId) -> (usize, FrameMessage) {
+    let transmit = transmits
+        .iter()
+        .find(|transmit| transmit.connection == id)
+        .expect("an answer on the connection");
+    frames_of(&transmit.data).remove(0)
+}
+
+/// Feeds a hello frame to `relay` on a new stream connection; returns everything it sends then.
+fn answer_to_hello(
+    relay: &mut Endpoint,
+    now: Instant,
+    id: ConnectionId,
+    hello_frame: &[u8],
+) -> Vec<Transmit> {
+    relay
+        .accept(now, id, ConnectionParams::stream())
+        .expect("a new connection");
+    relay.handle_input(now, id, Bytes::copy_from_slice(hello_frame));
+    drain(relay, now)
+}
+
 /// Feeds the documented hello to `relay` on a new stream connection; returns the first frame of
-/// its answer (a ping may follow an accept in the same transmit) and that frame's length.
+/// its answer and that frame's length.
 fn answer_to_documented_hello(
     relay: &mut Endpoint,
     now: Instant,
     id: ConnectionId,
 ) -> (usize, FrameMessage) {
     let values = documented_values();
-    relay
-        .accept(now, id, ConnectionParams::stream())
-        .expect("a new connection");
-    relay.handle_input(
-        now,
-        id,
-        Bytes::copy_from_slice(value(&values, "hello frame")),
+    let transmits = answer_to_hello(relay, now, id, value(&values, "hello frame"));
+    first_frame_on(&transmits, id)
+}
+
+/// The accept a handshake frame holds.
+fn accept_of(frame: &FrameMessage) -> HandshakeAccept {
+    let (_, body) = handshake_of("the engine's answer", frame);
+    let HandshakeBody::Accept(accept) = body else {
+        panic!("the engine did not accept the hello: {body:?}");
+    };
+    accept
+}
+
+/// Signs `hello` by hand, pads and frames it, feeds it to `relay` on a new connection, and returns
+/// the accept, whose proof is checked by hand, with everything the relay sent.
+fn accept_of_hello(
+    relay: &mut Endpoint,
+    now: Instant,
+    id: ConnectionId,
+    hello: &HandshakeHello,
+) -> (HandshakeAccept, Vec<Transmit>) {
+    let hello = signed(hello);
+    let transmits = answer_to_hello(relay, now, id, &padded_hello_frame(&hello));
+    let accept = accept_of(&first_frame_on(&transmits, id).1);
+    assert_eq!(
+        hmac_sha256(
+            TOKEN,
+            &accept_transcript(&hello.proof, &hello.nonce, &accept)
+        ),
+        &accept.proof[..]
     );
-    let transmit = relay.poll_transmit(now).expect("an answer to the hello");
-    assert_eq!(transmit.connection, id);
-    frames_of(&transmit.data).remove(0)
+    (accept, transmits)
+}
+
+/// The close reasons (code, message) of the FINISH_CONNECTION packets sent, by connection.
+fn close_reasons(transmits: &[Transmit]) -> Vec<(ConnectionId, i32, String)> {
+    let mut reasons = Vec::new();
+    for transmit in transmits {
+        for (_, frame) in frames_of(&transmit.data) {
+            let Some(Body::Packet(packet)) = &frame.body else {
+                continue;
+            };
+            if packet.flags & 2 == 0 {
+                continue;
+            }
+            let content = PacketContent::decode(packet.content.clone()).expect("content");
+            for fragment in content.fragment {
+                if let Some(reason) = fragment.close_reason {
+                    reasons.push((transmit.connection, reason.code, reason.message));
+                }
+            }
+        }
+    }
+    reasons
 }
 
 fn authenticated(endpoint: &mut Endpoint) -> Option<(String, bool)> {
@@ -450,6 +671,8 @@ fn the_engine_accepts_the_documented_hello_with_a_proof_that_checks_by_hand() {
     assert!(accept.early_data_accepted && !accept.confirm_required);
     assert!(accept.ticket.is_empty() && accept.ticket_lifetime_seconds == 0);
     assert_eq!(accept.role, 0);
+    // The engine draws its own instance: 8 bytes, where the example has b0 … b7.
+    assert_eq!(accept.instance.len(), 8);
     assert_eq!(
         hmac_sha256(
             TOKEN,
@@ -486,6 +709,7 @@ fn the_engine_hands_a_ticket_that_fits_in_the_padding() {
         "the ticket fits in a padded hello's answer"
     );
     assert_eq!(accept.ticket_lifetime_seconds, 24 * 3600);
+    assert_eq!(accept.instance.len(), 8);
     assert_eq!(
         hmac_sha256(
             TOKEN,
@@ -517,36 +741,102 @@ fn the_engine_waits_for_a_confirm_built_by_hand_when_its_replay_cache_is_full() 
     );
     assert_eq!(authenticated(&mut relay), None, "not before the confirm");
 
-    let confirm = HandshakeMessage {
-        body: Some(HandshakeBody::Confirm(HandshakeConfirm {
-            proof: hmac_sha256(TOKEN, &confirm_transcript(&accept.proof)).into(),
-        })),
-    };
-    let frame = FrameMessage {
-        head: Some(MessageHead {
-            source: CLIENT.into(),
-            destination: RELAY.into(),
-            ..Default::default()
-        }),
-        body: Some(Body::Packet(PacketData {
-            stream_id: -2,
-            content: PacketContent {
-                fragment: vec![FragmentType {
-                    packet_type: 2,
-                    data: confirm.encode_to_vec().into(),
-                    ..Default::default()
-                }],
-            }
-            .encode_to_vec()
-            .into(),
-            flags: 8,
-            ..Default::default()
-        })),
-    };
-    let mut wire = BytesMut::new();
-    FrameCodec::default().encode(&frame, &mut wire).unwrap();
-    relay.handle_input(now, id, wire.freeze());
+    relay.handle_input(now, id, confirm_frame(&accept.proof));
     assert_eq!(authenticated(&mut relay), Some((CLIENT.to_string(), false)));
+}
+
+#[test]
+fn the_engine_asks_for_a_confirm_when_a_hello_names_an_instance_of_it_that_is_gone() {
+    let now = Instant::now();
+    let mut relay = relay(now, TOKEN, |_| {});
+    // The documented hello: first contact, no peer_instance; the accept tells the relay's.
+    let (_, frame) = answer_to_documented_hello(&mut relay, now, ConnectionId(1));
+    let first = accept_of(&frame);
+    assert!(first.early_data_accepted && !first.confirm_required);
+    assert_ne!(
+        &first.instance[..],
+        &relay_instance()[..],
+        "drawn at random"
+    );
+    assert_eq!(authenticated(&mut relay), Some((CLIENT.to_string(), true)));
+
+    // A hello naming the relay's instance: its early data is numbered for this relay.
+    let mut hello = example_hello();
+    hello.nonce = (0x20..0x30).collect::<Vec<u8>>().into();
+    hello.peer_instance = first.instance.clone();
+    let (accept, _) = accept_of_hello(&mut relay, now, ConnectionId(2), &hello);
+    assert!(accept.early_data_accepted && !accept.confirm_required);
+    assert_eq!(accept.instance, first.instance);
+    assert_eq!(authenticated(&mut relay), Some((CLIENT.to_string(), true)));
+
+    // A hello naming another instance (the example's b0 … b7): section 8.3 rule 11.
+    hello.nonce = (0x30..0x40).collect::<Vec<u8>>().into();
+    hello.peer_instance = relay_instance().into();
+    let id = ConnectionId(3);
+    let (accept, _) = accept_of_hello(&mut relay, now, id, &hello);
+    assert!(!accept.early_data_accepted && accept.confirm_required);
+    assert_eq!(accept.instance, first.instance);
+    assert_eq!(authenticated(&mut relay), None, "not before the confirm");
+    relay.handle_input(now, id, confirm_frame(&accept.proof));
+    assert_eq!(authenticated(&mut relay), Some((CLIENT.to_string(), false)));
+}
+
+#[test]
+fn the_engine_starts_over_when_the_documented_client_comes_back_with_another_instance() {
+    for replay_cache_size in [65_536, 0] {
+        // With an empty replay cache every hello needs a confirm: the new instance counts only
+        // once it has come.
+        let confirm = replay_cache_size == 0;
+        let now = Instant::now();
+        let mut relay = relay(now, TOKEN, |config| {
+            config.auth.replay_cache_size = replay_cache_size;
+        });
+        let old = ConnectionId(1);
+        let (_, frame) = answer_to_documented_hello(&mut relay, now, old);
+        let accept = accept_of(&frame);
+        assert_eq!(accept.confirm_required, confirm);
+        if confirm {
+            relay.handle_input(now, old, confirm_frame(&accept.proof));
+        }
+        assert_eq!(
+            authenticated(&mut relay),
+            Some((CLIENT.to_string(), !confirm))
+        );
+        assert!(close_reasons(&drain(&mut relay, now)).is_empty());
+
+        // client-1 restarted: the same name and token, another instance, no peer_instance.
+        let mut hello = example_hello();
+        hello.nonce = (0x40..0x50).collect::<Vec<u8>>().into();
+        hello.instance = (0xc0..0xc8).collect::<Vec<u8>>().into();
+        let new = ConnectionId(2);
+        let (accept, mut sent) = accept_of_hello(&mut relay, now, new, &hello);
+        assert_eq!(accept.confirm_required, confirm);
+        let mut events: Vec<Event> = std::iter::from_fn(|| relay.poll_event()).collect();
+        if confirm {
+            assert!(
+                !events
+                    .iter()
+                    .any(|event| matches!(event, Event::PeerRestarted { .. })),
+                "not before the confirm"
+            );
+            assert!(close_reasons(&sent).is_empty(), "not before the confirm");
+            relay.handle_input(now, new, confirm_frame(&accept.proof));
+            events.extend(std::iter::from_fn(|| relay.poll_event()));
+            sent.extend(drain(&mut relay, now));
+        }
+        assert!(events.contains(&Event::PeerRestarted {
+            peer: CLIENT.to_string()
+        }));
+        assert!(events.iter().any(|event| matches!(
+            event,
+            Event::Authenticated { connection, peer, .. } if *connection == new && peer == CLIENT
+        )));
+        // The connection to the old instance is closed: PEER_RESET (2).
+        assert_eq!(
+            close_reasons(&sent),
+            [(old, 2, "the peer restarted".to_string())]
+        );
+    }
 }
 
 #[test]
@@ -573,7 +863,12 @@ fn the_engine_signs_its_own_hello_as_section_8_4_says() {
         atbus_core::engine::Credential::Token(Token::new(TOKEN).unwrap()),
     );
     client
-        .connect(now, ConnectionId(1), ConnectionParams::stream(), options)
+        .connect(
+            now,
+            ConnectionId(1),
+            ConnectionParams::stream(),
+            options.clone(),
+        )
         .expect("connect");
     let transmit = client.poll_transmit(now).expect("the hello");
     assert!(transmit.data.len() >= 384, "the hello is padded");
@@ -590,8 +885,59 @@ fn the_engine_signs_its_own_hello_as_section_8_4_says() {
     assert_eq!(hello.nonce.len(), 16);
     assert_eq!(hello.parameters.map(|p| (p.kind, p.mtu)), Some((0, MTU)));
     assert!(hello.padding.iter().all(|&b| b == 0));
+    // Its own random instance, and no peer_instance: it knows none of relay-1's.
+    assert_eq!(hello.instance.len(), 8);
+    assert!(hello.peer_instance.is_empty());
+    // The same sizes as the example's hello, so the same padding.
+    assert_eq!(
+        frames[0].0,
+        value(&documented_values(), "hello frame").len()
+    );
+    assert_eq!(hello.padding.len(), 233);
     assert_eq!(
         hmac_sha256(TOKEN, &hello_transcript(&hello)),
         &hello.proof[..]
+    );
+
+    // relay-1 answers with the example's instance, in an accept built and signed by hand.
+    let mut accept = HandshakeAccept {
+        early_data_accepted: hello.early_data,
+        ..example_accept(false)
+    };
+    accept.proof = hmac_sha256(
+        TOKEN,
+        &accept_transcript(&hello.proof, &hello.nonce, &accept),
+    )
+    .into();
+    client.handle_input(
+        now,
+        ConnectionId(1),
+        handshake_frame(RELAY, CLIENT, HandshakeBody::Accept(accept)),
+    );
+    assert_eq!(
+        authenticated(&mut client).map(|(peer, _)| peer),
+        Some(RELAY.to_string())
+    );
+    drain(&mut client, now);
+
+    // Its next hello to relay-1 names that instance as peer_instance, under the proof.
+    client
+        .connect(now, ConnectionId(2), ConnectionParams::stream(), options)
+        .expect("connect");
+    let transmits = drain(&mut client, now);
+    let (_, frame) = first_frame_on(&transmits, ConnectionId(2));
+    let (_, body) = handshake_of("the engine's second hello", &frame);
+    let HandshakeBody::Hello(second) = body else {
+        panic!("the first frame is not a hello");
+    };
+    assert_eq!(&second.peer_instance[..], &relay_instance()[..]);
+    assert_eq!(
+        second.instance, hello.instance,
+        "one instance for the node's life"
+    );
+    assert_ne!(second.nonce, hello.nonce);
+    assert_eq!(
+        hmac_sha256(TOKEN, &hello_transcript(&second)),
+        &second.proof[..]
     );
 }

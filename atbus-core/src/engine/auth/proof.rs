@@ -43,6 +43,8 @@ pub fn hello_transcript(hello: &HandshakeHello) -> Vec<u8> {
     out.extend_from_slice(&parameters.mtu.to_be_bytes());
     out.push(u8::from(hello.early_data));
     put_lp(&mut out, &hello.ticket);
+    put_lp(&mut out, &hello.instance);
+    put_lp(&mut out, &hello.peer_instance);
     out
 }
 
@@ -65,6 +67,8 @@ pub struct AcceptFields<'a> {
     pub ticket: &'a [u8],
     /// The ticket's lifetime in seconds.
     pub ticket_lifetime_seconds: i64,
+    /// The accepting side's instance.
+    pub instance: &'a [u8],
 }
 
 /// The bytes the accept's proof covers: the hello's proof (which binds the whole hello), its
@@ -82,6 +86,7 @@ pub fn accept_transcript(hello_proof: &[u8], hello_nonce: &[u8], accept: AcceptF
     out.push(accept.role as u8);
     put_lp(&mut out, accept.ticket);
     out.extend_from_slice(&accept.ticket_lifetime_seconds.to_be_bytes());
+    put_lp(&mut out, accept.instance);
     out
 }
 
@@ -144,8 +149,15 @@ mod tests {
             early_data: true,
             ticket: Default::default(),
             padding: Default::default(),
+            instance: (0xa0u8..0xa8).collect::<Vec<_>>().into(),
+            peer_instance: Default::default(),
             proof: Default::default(),
         }
+    }
+
+    /// The accepting side's instance in the worked example.
+    fn example_server_instance() -> Vec<u8> {
+        (0xb0u8..0xb8).collect()
     }
 
     fn hex(bytes: &[u8]) -> String {
@@ -169,6 +181,54 @@ mod tests {
         expected.extend_from_slice(&65536i64.to_be_bytes());
         expected.push(1);
         expected.extend_from_slice(&[0, 0, 0, 0]);
+        expected.extend_from_slice(&[0, 0, 0, 8]);
+        expected.extend(0xa0u8..0xa8);
+        expected.extend_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(hex(&transcript), hex(&expected));
+
+        // A known peer instance comes last.
+        let mut hello = example_hello();
+        hello.peer_instance = example_server_instance().into();
+        let transcript = hello_transcript(&hello);
+        expected.truncate(expected.len() - 4);
+        expected.extend_from_slice(&[0, 0, 0, 8]);
+        expected.extend(0xb0u8..0xb8);
+        assert_eq!(hex(&transcript), hex(&expected));
+    }
+
+    #[test]
+    fn accept_transcript_lays_out_every_field_in_order() {
+        let hello_proof = [0x55; PROOF_LEN];
+        let server_nonce: Vec<u8> = (0x10u8..0x20).collect();
+        let instance = example_server_instance();
+        let accept = AcceptFields {
+            source: "relay-1",
+            destination: "client-1",
+            nonce: &server_nonce,
+            early_data_accepted: true,
+            confirm_required: false,
+            role: AtbusHandshakeRole::Relay as i32,
+            ticket: &[7, 7, 7],
+            ticket_lifetime_seconds: 86_400,
+            instance: &instance,
+        };
+        let transcript = accept_transcript(&hello_proof, &example_hello().nonce, accept);
+        let mut expected = b"atbus-accept/1".to_vec();
+        expected.extend_from_slice(&[0, 0, 0, 32]);
+        expected.extend_from_slice(&hello_proof);
+        expected.extend_from_slice(&[0, 0, 0, 16]);
+        expected.extend(0u8..16);
+        expected.extend_from_slice(&[0, 0, 0, 7]);
+        expected.extend_from_slice(b"relay-1");
+        expected.extend_from_slice(&[0, 0, 0, 8]);
+        expected.extend_from_slice(b"client-1");
+        expected.extend_from_slice(&[0, 0, 0, 16]);
+        expected.extend(0x10u8..0x20);
+        expected.extend_from_slice(&[1, 0, 1]);
+        expected.extend_from_slice(&[0, 0, 0, 3, 7, 7, 7]);
+        expected.extend_from_slice(&86_400i64.to_be_bytes());
+        expected.extend_from_slice(&[0, 0, 0, 8]);
+        expected.extend(0xb0u8..0xb8);
         assert_eq!(hex(&transcript), hex(&expected));
     }
 
@@ -209,6 +269,9 @@ mod tests {
             Box::new(|h| h.parameters = Some(ConnectionParameters { kind: 0, mtu: 1232 })),
             Box::new(|h| h.early_data = false),
             Box::new(|h| h.ticket = vec![9].into()),
+            Box::new(|h| h.instance = vec![0xa0; 8].into()),
+            Box::new(|h| h.instance = Default::default()),
+            Box::new(|h| h.peer_instance = example_server_instance().into()),
         ];
         for (index, change) in variants.iter().enumerate() {
             let mut hello = example_hello();
@@ -235,15 +298,16 @@ mod tests {
         assert_eq!(
             hex(&hello_bytes),
             "61746275732d68656c6c6f2f3100000001000000000008636c69656e742d310000000772656c61792d31\
-             00000010000102030405060708090a0b0c0d0e0f0000019b76daa80000000000000000000000000000\
-             000100000100000000"
+             00000010000102030405060708090a0b0c0d0e0f0000019b76daa8000000000000000000000000000000\
+             010000010000000000000008a0a1a2a3a4a5a6a700000000"
         );
         let hello_proof = sign(token, &hello_bytes);
         assert_eq!(
             hex(&hello_proof),
-            "dd257dfad4a32c403c87e280540f1ae2d59d46c6d4f3e670c47b25279fe1914e"
+            "1959ca7c4f4f68dc1e3c409306eb2ea3b138a3ebd45bc14f0d65f5b079d1f6ce"
         );
         let server_nonce: Vec<u8> = (0x10u8..0x20).collect();
+        let server_instance = example_server_instance();
         let accept = AcceptFields {
             source: "relay-1",
             destination: "client-1",
@@ -253,19 +317,20 @@ mod tests {
             role: AtbusHandshakeRole::Node as i32,
             ticket: &[],
             ticket_lifetime_seconds: 0,
+            instance: &server_instance,
         };
         let accept_bytes = accept_transcript(&hello_proof, &hello.nonce, accept);
         assert_eq!(
             hex(&accept_bytes),
-            "61746275732d6163636570742f3100000020dd257dfad4a32c403c87e280540f1ae2d59d46c6d4f3e670\
-             c47b25279fe1914e00000010000102030405060708090a0b0c0d0e0f0000000772656c61792d310000\
-             0008636c69656e742d3100000010101112131415161718191a1b1c1d1e1f0100000000000000000000\
-             00000000"
+            "61746275732d6163636570742f31000000201959ca7c4f4f68dc1e3c409306eb2ea3b138a3ebd45bc14f\
+             0d65f5b079d1f6ce00000010000102030405060708090a0b0c0d0e0f0000000772656c61792d31000000\
+             08636c69656e742d3100000010101112131415161718191a1b1c1d1e1f01000000000000000000000000\
+             000000000008b0b1b2b3b4b5b6b7"
         );
         let accept_proof = sign(token, &accept_bytes);
         assert_eq!(
             hex(&accept_proof),
-            "050a8798a15d63a53a843b37ff233bbaed9c1285e0f1a1085824f0d921b96762"
+            "70cd13e639027309aaaed9fa453d1d85145a4637e4cda27eb1356eeb0a1912b2"
         );
         // Had a confirm been required, the accept would differ in two flags, and the confirm
         // would cover that accept's proof.
@@ -277,36 +342,42 @@ mod tests {
         let confirming_bytes = accept_transcript(&hello_proof, &hello.nonce, confirming);
         assert_eq!(
             hex(&confirming_bytes),
-            "61746275732d6163636570742f3100000020dd257dfad4a32c403c87e280540f1ae2d59d46c6d4f3e670\
-             c47b25279fe1914e00000010000102030405060708090a0b0c0d0e0f0000000772656c61792d310000\
-             0008636c69656e742d3100000010101112131415161718191a1b1c1d1e1f0001000000000000000000\
-             00000000"
+            "61746275732d6163636570742f31000000201959ca7c4f4f68dc1e3c409306eb2ea3b138a3ebd45bc14f\
+             0d65f5b079d1f6ce00000010000102030405060708090a0b0c0d0e0f0000000772656c61792d31000000\
+             08636c69656e742d3100000010101112131415161718191a1b1c1d1e1f00010000000000000000000000\
+             000000000008b0b1b2b3b4b5b6b7"
         );
         let confirming_proof = sign(token, &confirming_bytes);
         assert_eq!(
             hex(&confirming_proof),
-            "b50786699e22a93e09767085970a36c1ed1edeccf197989980f2e08a12a6db44"
+            "ee09ba252ca61bba64b4af6531b7ee68c5d264afb79f9cf03d10a222eb0d0e9e"
         );
         let confirm_bytes = confirm_transcript(&confirming_proof);
         assert_eq!(
             hex(&confirm_bytes),
-            "61746275732d636f6e6669726d2f3100000020b50786699e22a93e09767085970a36c1ed1edeccf19798\
-             9980f2e08a12a6db44"
+            "61746275732d636f6e6669726d2f3100000020ee09ba252ca61bba64b4af6531b7ee68c5d264afb79f9c\
+             f03d10a222eb0d0e9e"
         );
         assert_eq!(
             hex(&sign(token, &confirm_bytes)),
-            "e1b3dee9a3bf2f6f6df6db2b516fc235aadd2a02f06f1deba921cf5d23fc9a0a"
+            "1316fe8c2bd70bf7d7f2ee99150669bb5d33342405379d85036e89e25d156c01"
         );
         let resume_bytes = resume_transcript(&hello_proof, &server_nonce);
         assert_eq!(
             hex(&resume_bytes),
-            "61746275732d726573756d652f3100000020dd257dfad4a32c403c87e280540f1ae2d59d46c6d4f3e670\
-             c47b25279fe1914e00000010101112131415161718191a1b1c1d1e1f"
+            "61746275732d726573756d652f31000000201959ca7c4f4f68dc1e3c409306eb2ea3b138a3ebd45bc14f\
+             0d65f5b079d1f6ce00000010101112131415161718191a1b1c1d1e1f"
         );
         assert_eq!(
             hex(&sign(token, &resume_bytes)),
-            "4795f2342d859d5c092c8c7e5c9c3de6279174d9b749f575e034f3258512dc24"
+            "b8a829d2ad6f7fa4feb7ea9a5587c0c7c28240306403783301288a7854a33a20"
         );
         assert!(verify(token, &accept_bytes, &accept_proof));
+        // The accept's instance is covered: another one (or none) does not verify.
+        for instance in [&[0xb0; 8][..], &[][..]] {
+            let other = AcceptFields { instance, ..accept };
+            let other_bytes = accept_transcript(&hello_proof, &hello.nonce, other);
+            assert!(!verify(token, &other_bytes, &accept_proof));
+        }
     }
 }
