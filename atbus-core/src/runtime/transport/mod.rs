@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Notify;
 
 use crate::address::Address;
@@ -170,9 +170,15 @@ pub(crate) async fn bind_udp(
             scheme: address.scheme(),
         });
     };
-    let socket = UdpSocket::bind(hp.authority())
+    let local = tokio::net::lookup_host(hp.authority())
         .await
-        .map_err(io_error(address))?;
+        .map_err(io_error(address))?
+        .next()
+        .ok_or_else(|| TransportError::Io {
+            address: address.to_string(),
+            source: std::io::ErrorKind::NotFound.into(),
+        })?;
+    let socket = udp::bind(local).map_err(io_error(address))?;
     let port = socket.local_addr().map_err(io_error(address))?.port();
     let hub = udp::UdpHub::start(shared.clone(), socket, shared.stop.clone());
     shared
@@ -195,12 +201,12 @@ async fn udp_hub(shared: &Arc<Shared>, remote: SocketAddr) -> std::io::Result<Ar
     if let Some(hub) = existing {
         return Ok(hub);
     }
-    let any = if remote.is_ipv6() {
-        "[::]:0"
+    let any: SocketAddr = if remote.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     } else {
-        "0.0.0.0:0"
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     };
-    let socket = UdpSocket::bind(any).await?;
+    let socket = udp::bind(any)?;
     let hub = udp::UdpHub::start(shared.clone(), socket, shared.stop.clone());
     shared
         .udp

@@ -17,6 +17,21 @@ use crate::runtime::shared::Shared;
 
 /// The largest datagram read.
 const MAX_DATAGRAM: usize = 65_536;
+/// Socket buffers asked for: a burst of a send window's datagrams must not overflow the
+/// receiver's buffer (Linux caps the request at `net.core.rmem_max` / `wmem_max`).
+const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
+
+/// A UDP socket bound to `address`, with large buffers.
+pub(crate) fn bind(address: SocketAddr) -> std::io::Result<UdpSocket> {
+    let domain = socket2::Domain::for_address(address);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    // Best effort: a smaller buffer only means more loss under bursts.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    UdpSocket::from_std(socket.into())
+}
 
 /// A UDP socket and the connections on it, by remote address.
 pub(crate) struct UdpHub {
