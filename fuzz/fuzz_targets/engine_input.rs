@@ -852,6 +852,8 @@ impl Harness {
                 self.pings.remove(&connection);
                 self.mix(reason.code as u64);
             }
+            // Connections here are bound by add_connection: no handshake ever runs.
+            other => panic!("an event only a handshake can cause: {other:?}"),
         }
     }
 

@@ -103,6 +103,13 @@ pub(crate) struct Connection {
     pub accepted_hello: Option<(Bytes, Bytes)>,
     /// Accepting side: the instance the hello proved, noted once the connection is established.
     pub peer_instance: Bytes,
+    /// Bytes received on the connection.
+    pub received_total: usize,
+    /// Whether the peer proved it receives at its address; until then (accepted datagram
+    /// connections) what is sent is bounded by what was received.
+    pub validated: bool,
+    /// Bytes sent while not validated.
+    pub unvalidated_sent: usize,
     /// Accepting side: times the accept was sent again while the confirm was awaited.
     pub accept_resends: u32,
     /// Connecting side: the confirm, sent with every transmit until the accepting side shows it
@@ -133,6 +140,9 @@ impl Connection {
             failure: None,
             accepted_hello: None,
             peer_instance: Bytes::new(),
+            received_total: 0,
+            validated: true,
+            unvalidated_sent: 0,
             accept_resends: 0,
             confirm_frame: None,
         }

@@ -33,6 +33,7 @@ pub struct NodeBuilder {
     peers: Vec<(String, Vec<String>)>,
     engine: EngineConfig,
     backoff: Backoff,
+    receive_buffer: usize,
 }
 
 impl NodeBuilder {
@@ -82,6 +83,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Bytes of received messages held for [`Node::recv`] (default 8 MiB). Beyond it messages
+    /// wait in the engine, and once its windows fill the senders wait: a slow reader slows its
+    /// senders instead of growing memory.
+    pub fn receive_buffer(mut self, bytes: usize) -> Self {
+        self.receive_buffer = bytes.max(1);
+        self
+    }
+
     /// Reconnection delays: from `min`, doubling up to `max`, with jitter. Default 50 ms to 5 s.
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.backoff = Backoff {
@@ -121,7 +130,7 @@ impl NodeBuilder {
         engine.auth.tokens.extend(self.tokens.iter().cloned());
         let endpoint = Endpoint::new(name.clone(), engine, Instant::now());
         let (stop, stop_rx) = watch::channel(false);
-        let shared = Shared::new(endpoint, stop_rx.clone());
+        let shared = Shared::new(endpoint, self.receive_buffer, stop_rx.clone());
 
         let mut listeners = Vec::new();
         let mut local = Vec::new();
@@ -233,6 +242,7 @@ impl Node {
                 min: Duration::from_millis(50),
                 max: Duration::from_secs(5),
             },
+            receive_buffer: 8 * 1024 * 1024,
         }
     }
 
@@ -254,7 +264,8 @@ impl Node {
     /// Bytes the node holds for the application: sent and not yet acknowledged, or received and
     /// not yet taken. Bounded by the engine's send windows and receive budget.
     pub fn memory(&self) -> usize {
-        self.inner.shared.lock().endpoint.memory()
+        let state = self.inner.shared.lock();
+        state.endpoint.memory() + state.inbox_bytes
     }
 
     /// The node's connections: id, remote address, and the peer once authenticated.
@@ -333,7 +344,13 @@ impl Node {
         loop {
             let mut arrived = pin!(self.inner.shared.inbox.notified());
             arrived.as_mut().enable();
-            if let Some(message) = self.inner.shared.lock().inbox.pop_front() {
+            // Taking a message makes room: the engine's next messages move up.
+            let message = self.inner.shared.with(|state| {
+                let message = state.inbox.pop_front()?;
+                state.inbox_bytes -= message.data.len();
+                Some(message)
+            });
+            if let Some(message) = message {
                 return Some(message);
             }
             if *stop.borrow() {

@@ -38,6 +38,13 @@ pub(crate) struct State {
     next_connection: u64,
     /// Messages for the application.
     pub inbox: VecDeque<Message>,
+    /// Bytes of the messages in `inbox`.
+    pub inbox_bytes: usize,
+    /// Messages are taken from the engine only while `inbox_bytes` is below this: beyond it they
+    /// wait in the engine, whose windows then hold the senders back.
+    pub inbox_limit: usize,
+    /// Streams with messages the engine holds, in the order they became readable.
+    readable: VecDeque<(String, i64)>,
     /// Requests awaiting their reply, by request id.
     pub requests: HashMap<u64, (String, oneshot::Sender<Message>)>,
     next_request: u64,
@@ -75,7 +82,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(endpoint: Endpoint, stop: watch::Receiver<bool>) -> Arc<Self> {
+    pub fn new(endpoint: Endpoint, inbox_limit: usize, stop: watch::Receiver<bool>) -> Arc<Self> {
         let (events, _) = broadcast::channel(1024);
         Arc::new(Self {
             state: Mutex::new(State {
@@ -83,6 +90,9 @@ impl Shared {
                 links: HashMap::new(),
                 next_connection: 1,
                 inbox: VecDeque::new(),
+                inbox_bytes: 0,
+                inbox_limit,
+                readable: VecDeque::new(),
                 requests: HashMap::new(),
                 next_request: 1,
                 shutting_down: false,
@@ -186,6 +196,19 @@ impl State {
         while let Some(event) = self.endpoint.poll_event() {
             self.on_event(event, &mut wakeups);
         }
+        self.fill_inbox(&mut wakeups);
+        // Reading may have opened windows: their acknowledgements go out now.
+        while let Some(transmit) = self.endpoint.poll_transmit(now) {
+            if let Some(link) = self.links.get_mut(&transmit.connection) {
+                if link.queue.is_empty() {
+                    wakeups.writers.push(link.notify.clone());
+                }
+                link.queue.push(transmit.data);
+            }
+        }
+        while let Some(event) = self.endpoint.poll_event() {
+            self.on_event(event, &mut wakeups);
+        }
         let timeout = self.endpoint.poll_timeout();
         if timeout != self.armed_timer
             && timeout.is_some_and(|at| self.armed_timer.is_none_or(|armed| at < armed))
@@ -198,24 +221,12 @@ impl State {
     fn on_event(&mut self, event: Event, wakeups: &mut Wakeups) {
         match event {
             Event::Readable { peer, stream_id } => {
-                while let Some(received) = self.endpoint.read(&peer, stream_id) {
-                    let options = received.meta.options.clone().unwrap_or_default();
-                    let message = Message::new(peer.clone(), stream_id, received);
-                    if let Some(reply_to) = reply_to(&options) {
-                        if let Some((from, _)) = self.requests.get(&reply_to) {
-                            if *from == peer {
-                                if let Some((_, waiter)) = self.requests.remove(&reply_to) {
-                                    let _ = waiter.send(message);
-                                }
-                                continue;
-                            }
-                        }
-                        // A reply nobody waits for (timed out, or forged): dropped.
-                        tracing::debug!(peer = %peer, reply_to, "reply to no pending request");
-                        continue;
-                    }
-                    self.inbox.push_back(message);
-                    wakeups.inbox = true;
+                if !self
+                    .readable
+                    .iter()
+                    .any(|(p, s)| *s == stream_id && *p == peer)
+                {
+                    self.readable.push_back((peer, stream_id));
                 }
             }
             Event::Writable { .. } => wakeups.writable = true,
@@ -273,6 +284,37 @@ impl State {
             Event::PeerRestarted { peer } => wakeups.events.push(NodeEvent::PeerRestarted { peer }),
             Event::NameAssigned { name } => wakeups.events.push(NodeEvent::NameAssigned { name }),
             Event::StreamClosed { .. } => {}
+        }
+    }
+
+    /// Takes messages from the engine into the inbox (replies to their requests) while the inbox
+    /// has room.
+    fn fill_inbox(&mut self, wakeups: &mut Wakeups) {
+        while self.inbox_bytes < self.inbox_limit {
+            let Some((peer, stream_id)) = self.readable.front().cloned() else {
+                return;
+            };
+            let Some(received) = self.endpoint.read(&peer, stream_id) else {
+                self.readable.pop_front();
+                continue;
+            };
+            let options = received.meta.options.clone().unwrap_or_default();
+            let message = Message::new(peer.clone(), stream_id, received);
+            if let Some(reply_to) = reply_to(&options) {
+                match self.requests.get(&reply_to) {
+                    Some((from, _)) if *from == peer => {
+                        if let Some((_, waiter)) = self.requests.remove(&reply_to) {
+                            let _ = waiter.send(message);
+                        }
+                    }
+                    // A reply nobody waits for (timed out, or forged): dropped.
+                    _ => tracing::debug!(peer = %peer, reply_to, "reply to no pending request"),
+                }
+                continue;
+            }
+            self.inbox_bytes += message.data.len();
+            self.inbox.push_back(message);
+            wakeups.inbox = true;
         }
     }
 

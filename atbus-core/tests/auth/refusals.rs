@@ -283,3 +283,106 @@ fn many_unauthenticated_connections_cost_bounded_memory_and_vanish_after_the_tim
     // The server still works.
     let _ = MessageMeta::default();
 }
+
+#[test]
+fn a_hello_that_needed_a_confirm_cannot_be_replayed_once_the_cache_has_room_again() {
+    // Found by the handshake fuzzer: a hello the full cache could not remember was accepted
+    // without a confirm when replayed after the cache emptied, inside its timestamp window.
+    let mut world = World::new(62);
+    let server = world.add(
+        "server",
+        AuthConfig {
+            replay_cache_size: 1,
+            timestamp_window: Duration::from_secs(10),
+            ..accepting([token(1)])
+        },
+    );
+    let first = world.add("first", AuthConfig::default());
+    world.connect(
+        first,
+        server,
+        datagram(1),
+        ConnectOptions::new("server", Credential::Token(token(1))),
+    );
+    world.run_for(Duration::from_secs(5));
+    let second = world.add("second", AuthConfig::default());
+    let recorded = world.connect(
+        second,
+        server,
+        datagram(1),
+        ConnectOptions::new("server", Credential::Token(token(1))),
+    );
+    world.run_for(Duration::from_millis(100));
+    assert!(
+        world
+            .node(server)
+            .authenticated(recorded.b_connection)
+            .is_some()
+    );
+    let flight = world.node(second).sent_on(recorded.a_connection)[0].clone();
+
+    // The first hello's nonce has expired: the cache has room. The recording is still inside
+    // its window.
+    world.run_for(Duration::from_secs(6));
+    let attacker = world.add("attacker", AuthConfig::default());
+    let replay = world.raw_link(attacker, server, datagram(1));
+    world.inject(attacker, replay.a_connection, flight);
+    world.run_for(Duration::from_secs(11));
+    let server_node = world.node(server);
+    assert_eq!(server_node.authenticated(replay.b_connection), None);
+    assert_eq!(
+        server_node
+            .handshake_failure(replay.b_connection)
+            .map(|f| f.0),
+        Some(AuthFailure::Timeout),
+        "it waited for a confirm that never came"
+    );
+}
+
+#[test]
+fn an_unproven_datagram_address_never_gets_more_bytes_than_it_sent() {
+    // Found by the handshake fuzzer: the accept went out with a ping, and early data or
+    // repeated hellos drew the accept again and again.
+    let mut world = World::new(63);
+    let server = world.add(
+        "gateway",
+        AuthConfig {
+            anonymous: Some(atbus_core::engine::AnonymousPolicy {
+                allow: vec![atbus_core::engine::AllowRule::Name("gateway".into())],
+            }),
+            replay_cache_size: 0,
+            ..accepting([token(1)])
+        },
+    );
+    // An anonymous client whose address is spoofed: it never hears the answers.
+    let spoofed = world.add("", AuthConfig::default());
+    let link = world.connect(
+        spoofed,
+        server,
+        datagram(1),
+        ConnectOptions::to_anyone(Credential::Anonymous),
+    );
+    let hello = world.node(spoofed).sent_on(link.a_connection)[0].clone();
+    world.net.kill(link, false);
+    let attacker = world.add("attacker", AuthConfig::default());
+    // Once, and twenty times: the second budget is larger, not the answer per byte.
+    let once = world.raw_link(attacker, server, datagram(1));
+    world.inject(attacker, once.a_connection, hello.clone());
+    let repeated = world.raw_link(attacker, server, datagram(1));
+    for _ in 0..20 {
+        world.inject(attacker, repeated.a_connection, hello.clone());
+    }
+    // (A timer that could not send its ping would stall the simulation here.)
+    world.run_for(Duration::from_secs(9));
+    let node = world.node(server);
+    for target in [once, repeated] {
+        let sent = node
+            .bytes_out
+            .get(&target.b_connection)
+            .copied()
+            .unwrap_or(0);
+        let received = node.bytes_in[&target.b_connection];
+        assert!(sent > 0, "the hello was answered");
+        assert!(sent <= received, "answered {sent} bytes to {received}");
+    }
+}

@@ -53,7 +53,8 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(name: &str, auth: AuthConfig, seed: u8, now: Instant) -> Self {
+    /// A node whose clock shows `unix` at `now`.
+    pub fn new(name: &str, auth: AuthConfig, seed: u8, now: Instant, unix: Duration) -> Self {
         let config = EngineConfig {
             auth: AuthConfig {
                 rng_seed: Some([seed; 32]),
@@ -62,7 +63,7 @@ impl Node {
             ..EngineConfig::default()
         };
         let mut endpoint = Endpoint::new(name, config, now);
-        endpoint.set_unix_time(now, UNIX_START);
+        endpoint.set_unix_time(now, unix);
         Self {
             endpoint,
             events: Vec::new(),
@@ -198,7 +199,9 @@ impl World {
     pub fn add(&mut self, name: &str, auth: AuthConfig) -> NodeIndex {
         let seed = self.net.node_count() as u8 + 1;
         let now = self.net.now();
-        self.net.add_node(Node::new(name, auth, seed, now))
+        // Every node's clock agrees: UNIX_START when the simulation began.
+        let unix = UNIX_START + self.net.elapsed();
+        self.net.add_node(Node::new(name, auth, seed, now, unix))
     }
 
     pub fn node(&self, index: NodeIndex) -> &Node {

@@ -22,8 +22,9 @@ fn small_windows() -> EngineConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_window_makes_try_send_would_block_and_send_wait() {
-    let (server, client) = pair("tcp", small_windows()).await;
-    // Nothing is acknowledged before the handshake: the window fills.
+    // The server holds 64 KiB for its application, which does not read yet: the engine's
+    // windows fill, then the client's.
+    let (server, client) = pair_buffered("tcp", small_windows(), 64 * 1024).await;
     let mut queued = 0;
     let blocked = loop {
         match client.try_send("server", payload(queued, 64 * 1024)) {
@@ -49,7 +50,9 @@ async fn a_full_window_makes_try_send_would_block_and_send_wait() {
 async fn a_slow_receiver_never_grows_the_senders_memory_past_its_window() {
     let config = small_windows();
     let bound = config.peer_send_window as usize + config.max_message_size;
-    let (server, client) = pair("tcp", config).await;
+    let buffer = 128 * 1024;
+    let receiver_bound = config.peer_receive_budget + buffer + config.max_message_size;
+    let (server, client) = pair_buffered("tcp", config, buffer).await;
     let count = 120;
     let sender = client.clone();
     let sending = tokio::spawn(async move {
@@ -61,8 +64,10 @@ async fn a_slow_receiver_never_grows_the_senders_memory_past_its_window() {
         }
     });
     let mut highest = 0;
+    let mut highest_receiver = 0;
     for index in 0..count {
         highest = highest.max(client.memory());
+        highest_receiver = highest_receiver.max(server.memory());
         if index % 10 == 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -74,6 +79,10 @@ async fn a_slow_receiver_never_grows_the_senders_memory_past_its_window() {
     assert!(
         highest <= bound,
         "the sender held {highest} bytes, over its window of {bound}"
+    );
+    assert!(
+        highest_receiver <= receiver_bound,
+        "the receiver held {highest_receiver} bytes, over {receiver_bound}"
     );
     client.shutdown().await;
     server.shutdown().await;

@@ -40,9 +40,19 @@ pub fn listen_address(scheme: &str) -> String {
 
 /// A server listening on `scheme` and a client connected to it, with `engine` limits.
 pub async fn pair(scheme: &str, engine: EngineConfig) -> (Node, Node) {
+    pair_buffered(scheme, engine, 8 * 1024 * 1024).await
+}
+
+/// [`pair`] with a server holding at most `receive_buffer` bytes of messages for `recv`.
+pub async fn pair_buffered(
+    scheme: &str,
+    engine: EngineConfig,
+    receive_buffer: usize,
+) -> (Node, Node) {
     let server = Node::builder()
         .name("server")
         .token(token())
+        .receive_buffer(receive_buffer)
         .engine(engine.clone())
         .listen(listen_address(scheme))
         .start()

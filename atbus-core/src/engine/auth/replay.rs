@@ -1,7 +1,9 @@
 //! The replay cache: the nonces of hellos accepted within the timestamp window, so that a
 //! recorded first flight played again is refused. It is bounded: when full it refuses to take
 //! more (the handshake then needs a confirm, which no recording can supply) instead of forgetting
-//! nonces that are still inside the window.
+//! nonces that are still inside the window. A hello it could not remember may be played again
+//! until its timestamp leaves the window, even once there is room: so until the last such hello
+//! expires (the watermark), every hello needs a confirm.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -12,7 +14,8 @@ pub enum Remembered {
     Fresh,
     /// Seen before and still inside the window: a replay.
     Replayed,
-    /// New, but the cache is full of live nonces: it could not be remembered.
+    /// New, but it cannot be told from the replay of a hello the cache had no room for (the
+    /// cache is full, or was within the window): the handshake needs a confirm.
     Full,
 }
 
@@ -22,6 +25,8 @@ pub struct ReplayCache {
     capacity: usize,
     expiry: HashMap<Vec<u8>, i64>,
     by_expiry: BTreeSet<(i64, Vec<u8>)>,
+    /// Until this Unix time (ms) a hello the cache had no room for may still be replayed.
+    unremembered_until: i64,
 }
 
 impl ReplayCache {
@@ -31,6 +36,7 @@ impl ReplayCache {
             capacity,
             expiry: HashMap::new(),
             by_expiry: BTreeSet::new(),
+            unremembered_until: i64::MIN,
         }
     }
 
@@ -58,10 +64,15 @@ impl ReplayCache {
             return Remembered::Replayed;
         }
         if self.expiry.len() >= self.capacity {
+            self.unremembered_until = self.unremembered_until.max(expires_ms);
             return Remembered::Full;
         }
         self.expiry.insert(nonce.to_vec(), expires_ms);
         self.by_expiry.insert((expires_ms, nonce.to_vec()));
+        if now_ms <= self.unremembered_until {
+            // Remembered now, but an unremembered hello could be this one's recording.
+            return Remembered::Full;
+        }
         Remembered::Fresh
     }
 
@@ -95,9 +106,12 @@ mod tests {
         assert_eq!(cache.remember(b"c", 50, 300), Remembered::Full);
         assert_eq!(cache.remember(b"a", 60, 300), Remembered::Replayed);
         assert_eq!(cache.len(), 2);
-        // Once "a" expires there is room again.
-        assert_eq!(cache.remember(b"c", 101, 300), Remembered::Fresh);
-        assert!(cache.contains(b"b", 101));
-        assert!(!cache.contains(b"a", 101));
+        // Once "a" expires there is room again, but "c" (refused at 50, valid until 300) could
+        // be played again until 300: hellos need a confirm until then.
+        assert_eq!(cache.remember(b"d", 101, 400), Remembered::Full);
+        assert_eq!(cache.remember(b"d", 102, 400), Remembered::Replayed);
+        assert!(cache.contains(b"d", 150));
+        // Past the watermark a nonce is fresh again.
+        assert_eq!(cache.remember(b"e", 301, 500), Remembered::Fresh);
     }
 }

@@ -37,6 +37,7 @@ impl Endpoint {
         if !state.is_established() {
             state.unauthenticated_received += data.len();
         }
+        state.received_total += data.len();
         match state.params.kind {
             ConnectionKind::Datagram => {
                 let mut datagram = data;
@@ -148,6 +149,10 @@ impl Endpoint {
         };
         // The accepting side sends nothing but handshakes until it has our confirm.
         state.confirm_frame = None;
+        // A frame from the authenticated peer after our accept: its address is its own.
+        if state.unvalidated_sent > 0 {
+            state.validated = true;
+        }
         state.last_received = now;
         self.stats.frames_received += 1;
         match frame.body {

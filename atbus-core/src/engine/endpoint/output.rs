@@ -103,6 +103,10 @@ impl Endpoint {
             }
             mtu = mtu.min(state.unauthenticated_received);
         }
+        if !state.validated {
+            // What went before (an accept) counts against the same budget.
+            mtu = mtu.min(state.received_total.saturating_sub(state.unvalidated_sent));
+        }
         loop {
             let fragment = FragmentType {
                 close_reason: Some(reason.clone()),
@@ -132,33 +136,58 @@ impl Endpoint {
         }
     }
 
+    /// The next transmit of connection `id`. Until an accepted datagram connection proves its
+    /// address (a frame from the peer after our accept), everything sent on it together is never
+    /// more than what it sent: no amplification towards a spoofed address.
     fn build_transmit(&mut self, now: Instant, id: ConnectionId) -> Option<Bytes> {
+        let state = self.connections.get(&id)?;
+        let budget = match state.validated {
+            true => usize::MAX,
+            false => state.received_total.saturating_sub(state.unvalidated_sent),
+        };
+        let mtu = state.params.mtu.min(budget);
+        let out = self.fill_transmit(now, id, mtu)?;
+        if let Some(state) = self.connections.get_mut(&id) {
+            if !state.validated {
+                state.unvalidated_sent += out.len();
+            }
+        }
+        Some(out)
+    }
+
+    fn fill_transmit(&mut self, now: Instant, id: ConnectionId, mtu: usize) -> Option<Bytes> {
         let state = self.connections.get_mut(&id)?;
-        let mtu = state.params.mtu;
         let peer_name = state.peer.clone();
         let mut out = BytesMut::new();
 
-        // Handshake frames go first.
-        let outbox = std::mem::take(&mut state.outbox);
+        // Handshake frames go first, as many as fit.
+        let mut taken = 0;
+        for frame in &state.outbox {
+            if out.len() + frame.len() > mtu {
+                break;
+            }
+            out.extend_from_slice(frame);
+            taken += 1;
+        }
+        state.outbox.drain(..taken);
         let confirm = state.confirm_frame.clone();
         let early_data = match &state.phase {
             Phase::Established => None,
             Phase::Connecting(handshake) => Some(handshake.early_data),
             _ => Some(false),
         };
-        if !outbox.is_empty() {
-            for frame in outbox {
-                out.extend_from_slice(&frame);
-                self.stats.frames_sent += 1;
-            }
+        if taken > 0 {
+            self.stats.frames_sent += taken as u64;
             self.hello_sent(now, id);
         }
         // Until the peer shows it took our confirm, the confirm rides along with whatever else
         // goes out (it may have been lost); it is not worth a transmit of its own.
         let mut riding = 0;
         if let (None, Some(confirm)) = (early_data, confirm) {
-            out.extend_from_slice(&confirm);
-            riding = confirm.len();
+            if out.len() + confirm.len() <= mtu {
+                out.extend_from_slice(&confirm);
+                riding = confirm.len();
+            }
         }
         if let Some(early_data) = early_data {
             // In the handshake: nothing but what may go with the hello.

@@ -117,6 +117,9 @@ impl Endpoint {
         for state in self.connections.values() {
             if state.is_established() {
                 consider(Some(state.last_received + self.config.idle_timeout));
+            }
+            // An address not yet proven gets no pings (they would not fit its budget).
+            if state.is_established() && state.validated {
                 consider(Some(state.last_ping.map_or(self.epoch, |last| {
                     last + self.config.keep_alive_interval
                 })));
