@@ -12,7 +12,7 @@ use crate::engine::auth::proof::{self};
 use crate::engine::auth::replay::Remembered;
 use crate::engine::auth::ticket::{Ticket, TicketOrigin};
 use crate::engine::auth::{AuthFailure, IdentityKind, PeerIdentity, valid_name};
-use crate::engine::config::{ConnectionKind, ConnectionParams};
+use crate::engine::config::ConnectionParams;
 use crate::engine::connection::{Connection, Phase};
 use crate::engine::endpoint::Endpoint;
 use crate::engine::error::ConnectionError;
@@ -37,9 +37,10 @@ impl Endpoint {
         let rtt = RttEstimator::new(self.config.initial_rtt);
         let mut connection = Connection::new(String::new(), params, rtt, now);
         connection.phase = Phase::AwaitingHello;
-        // A stream transport's own handshake proved the peer's address; a datagram's source
-        // may be spoofed until the peer answers our accept.
-        connection.validated = params.kind == ConnectionKind::Stream;
+        // Until the peer answers our accept, nothing we send it may outgrow what it sent: on a
+        // datagram connection its source may be spoofed, and on any connection an unproven
+        // peer must not draw more than it gives.
+        connection.validated = false;
         connection.handshake_deadline = Some(now + self.config.auth.handshake_timeout);
         self.connections.insert(id, connection);
         Ok(())
