@@ -15,4 +15,4 @@ pub mod transport;
 
 pub use error::NodeError;
 pub use message::{Message, NodeEvent};
-pub use node::{DEFAULT_STREAM, Node, NodeBuilder};
+pub use node::{DEFAULT_STREAM, Node, NodeBuilder, NodeStream};

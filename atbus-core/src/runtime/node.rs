@@ -338,6 +338,21 @@ impl Node {
         })
     }
 
+    /// A handle on stream `stream_id` to `peer`: its own order and flow control, independent of
+    /// the other streams.
+    pub fn stream(&self, peer: &str, stream_id: i64) -> Result<NodeStream, NodeError> {
+        if stream_id < 0 {
+            return Err(NodeError::Send(crate::engine::SendError::ReservedStream {
+                stream_id,
+            }));
+        }
+        Ok(NodeStream {
+            node: self.clone(),
+            peer: peer.to_string(),
+            stream_id,
+        })
+    }
+
     /// The next message, waiting for one; `None` once the node has shut down.
     pub async fn recv(&self) -> Option<Message> {
         let mut stop = self.inner.stop.subscribe();
@@ -474,5 +489,66 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         shared.inbox.notify_waiters();
+    }
+}
+
+/// One stream to one peer, from [`Node::stream`]: messages on it arrive in order, and a full
+/// window on it makes [`send`](Self::send) wait without holding up the node's other streams.
+#[derive(Debug, Clone)]
+pub struct NodeStream {
+    node: Node,
+    peer: String,
+    stream_id: i64,
+}
+
+impl NodeStream {
+    /// The peer.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// The stream's id.
+    pub fn id(&self) -> i64 {
+        self.stream_id
+    }
+
+    /// Queues `data`, waiting while the stream's or the peer's window is full.
+    pub async fn send(&self, data: impl Into<Bytes>) -> Result<(), NodeError> {
+        self.node
+            .send_on(
+                &self.peer,
+                self.stream_id,
+                data.into(),
+                MessageMeta::default(),
+            )
+            .await
+    }
+
+    /// Queues `data`, or returns [`NodeError::WouldBlock`] at once when a window is full.
+    pub fn try_send(&self, data: impl Into<Bytes>) -> Result<(), NodeError> {
+        self.node.try_send_on(
+            &self.peer,
+            self.stream_id,
+            data.into(),
+            MessageMeta::default(),
+        )
+    }
+
+    /// Ends this direction of the stream after what is queued; the peer gets
+    /// [`NodeEvent::StreamClosed`] with `reason` once it has read everything before it.
+    pub fn finish(&self, reason: &str) -> Result<(), NodeError> {
+        self.node.inner.shared.with(|state| {
+            state
+                .endpoint
+                .finish(
+                    &self.peer,
+                    self.stream_id,
+                    CloseReasonData {
+                        code: AtbusCloseReason::Shutdown as i32,
+                        message: reason.to_string(),
+                    },
+                )
+                .map_err(NodeError::from)
+        })
     }
 }

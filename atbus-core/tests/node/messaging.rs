@@ -178,3 +178,51 @@ async fn a_unix_socket_file_is_removed_on_shutdown_and_a_stale_one_replaced() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!path.exists(), "the socket file outlived its node");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_handle_keeps_its_own_order_and_its_end_reaches_the_peer() {
+    let (server, client) = pair("tcp", EngineConfig::default()).await;
+    let mut events = server.events();
+    let orders = client.stream("server", 5).expect("stream 5");
+    let audit = client.stream("server", 6).expect("stream 6");
+    for index in 0..20 {
+        orders.send(format!("order {index}")).await.expect("send");
+        audit.try_send(format!("audit {index}")).expect("room");
+    }
+    orders.finish("all orders sent").expect("finish");
+    let (mut on_5, mut on_6) = (Vec::new(), Vec::new());
+    for _ in 0..40 {
+        let message = recv(&server).await;
+        match message.stream_id {
+            5 => on_5.push(message.data),
+            6 => on_6.push(message.data),
+            other => panic!("a message on stream {other}"),
+        }
+    }
+    let expected = |prefix: &str| -> Vec<Bytes> {
+        (0..20)
+            .map(|i| Bytes::from(format!("{prefix} {i}")))
+            .collect()
+    };
+    assert_eq!(on_5, expected("order"));
+    assert_eq!(on_6, expected("audit"));
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(NodeEvent::StreamClosed {
+                stream_id, reason, ..
+            }) = events.recv().await
+            {
+                return (stream_id, reason);
+            }
+        }
+    })
+    .await
+    .expect("the end of stream 5");
+    assert_eq!(closed, (5, "all orders sent".to_string()));
+    assert!(
+        client.stream("server", -1).is_err(),
+        "negative ids are the bus's"
+    );
+    client.shutdown().await;
+    server.shutdown().await;
+}

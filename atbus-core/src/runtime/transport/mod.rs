@@ -35,8 +35,22 @@ impl Opened {
         }
     }
 
-    /// Runs the connection until it ends.
+    /// Runs the connection until it ends, in a `connection` span naming it.
     pub async fn run(self, shared: Arc<Shared>, id: ConnectionId, notify: Arc<Notify>) {
+        let span = tracing::debug_span!("connection", id = id.0, scheme = self.scheme());
+        tracing::Instrument::instrument(self.run_inner(shared, id, notify), span).await;
+    }
+
+    fn scheme(&self) -> &'static str {
+        match self {
+            Opened::Tcp(_) => "tcp",
+            Opened::Unix(_) => "unix",
+            Opened::Mem(_) => "mem",
+            Opened::Udp(..) => "udp",
+        }
+    }
+
+    async fn run_inner(self, shared: Arc<Shared>, id: ConnectionId, notify: Arc<Notify>) {
         match self {
             Opened::Tcp(socket) => {
                 // Frames are batched by the engine and the writer: no Nagle delay on top.
