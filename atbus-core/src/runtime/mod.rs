@@ -6,6 +6,7 @@
 //! to where it goes (`shared`): transmits to the connections' writers, messages to the inbox,
 //! replies to the requests waiting for them.
 
+mod config;
 mod error;
 mod message;
 mod node;
@@ -13,6 +14,7 @@ mod shared;
 mod tasks;
 pub mod transport;
 
+pub use config::{NodeConfig, PeerConfig};
 pub use error::NodeError;
 pub use message::{Message, NodeEvent};
 pub use node::{DEFAULT_STREAM, Node, NodeBuilder, NodeStream};

@@ -226,3 +226,46 @@ async fn a_stream_handle_keeps_its_own_order_and_its_end_reaches_the_peer() {
     client.shutdown().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_start_from_yaml_files() {
+    let dir = std::env::temp_dir().join(unique("atbus-yaml"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let server_file = dir.join("server.yml");
+    std::fs::write(
+        &server_file,
+        "name: server\ntokens: [\"the runtime tests' shared token\"]\nlisten: [\"tcp://127.0.0.1:0\"]\n",
+    )
+    .expect("write");
+    let server = atbus_core::runtime::NodeConfig::from_file(&server_file)
+        .expect("server config")
+        .builder()
+        .expect("builder")
+        .start()
+        .await
+        .expect("server");
+    let client_file = dir.join("client.yml");
+    std::fs::write(
+        &client_file,
+        format!(
+            "name: client\ntokens: [\"the runtime tests' shared token\"]\npeers:\n  - name: server\n    addresses: [\"{}\"]\n",
+            server.local_addresses()[0]
+        ),
+    )
+    .expect("write");
+    let client = atbus_core::runtime::NodeConfig::from_file(&client_file)
+        .expect("client config")
+        .builder()
+        .expect("builder")
+        .start()
+        .await
+        .expect("client");
+    client.send("server", "from yaml").await.expect("send");
+    assert_eq!(&recv(&server).await.data[..], b"from yaml");
+    let missing =
+        atbus_core::runtime::NodeConfig::from_file(dir.join("nope.yml")).expect_err("no file");
+    assert!(missing.to_string().contains("nope.yml"), "{missing}");
+    client.shutdown().await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
