@@ -12,9 +12,12 @@ mod message;
 mod node;
 mod shared;
 mod tasks;
+mod tls_config;
 pub mod transport;
 
-pub use config::{NodeConfig, PeerConfig};
+pub use config::{NodeConfig, PeerConfig, TlsConfig};
 pub use error::NodeError;
 pub use message::{Message, NodeEvent};
 pub use node::{DEFAULT_STREAM, Node, NodeBuilder, NodeStream};
+pub use tls_config::{TlsError, TlsSettings};
+pub use transport::TransportCounters;

@@ -13,7 +13,8 @@ use super::error::NodeError;
 use super::message::{Message, NodeEvent};
 use super::shared::Shared;
 use super::tasks::{self, Backoff};
-use super::transport::{self, Listener};
+use super::tls_config::TlsSettings;
+use super::transport::{self, Listener, TransportContext, TransportCounters};
 use crate::address::Address;
 use crate::engine::{
     ConnectOptions, ConnectionId, Credential, Endpoint, EngineConfig, EngineStats, MessageMeta,
@@ -34,6 +35,7 @@ pub struct NodeBuilder {
     engine: EngineConfig,
     backoff: Backoff,
     receive_buffer: usize,
+    tls: Option<TlsSettings>,
 }
 
 impl NodeBuilder {
@@ -100,6 +102,14 @@ impl NodeBuilder {
         self
     }
 
+    /// TLS settings for `tls://` and `quic://` listeners and peers: this node's certificate and
+    /// key, the CAs its peers' certificates must chain to, and whether clients need certificates.
+    /// The atbus token handshake still runs over every connection.
+    pub fn tls(mut self, settings: TlsSettings) -> Self {
+        self.tls = Some(settings);
+        self
+    }
+
     /// Binds the listeners, starts connecting to the peers, and returns the running node.
     pub async fn start(self) -> Result<Node, NodeError> {
         let name = self
@@ -126,6 +136,11 @@ impl NodeBuilder {
                 peers.push((peer.clone(), address.parse::<Address>()?));
             }
         }
+        let context = Arc::new(transport_context(
+            self.tls.as_ref(),
+            &listen,
+            peers.iter().map(|(_, address)| address),
+        )?);
         let mut engine = self.engine;
         engine.auth.tokens.extend(self.tokens.iter().cloned());
         let endpoint = Endpoint::new(name.clone(), engine, Instant::now());
@@ -141,7 +156,7 @@ impl NodeBuilder {
                 local.push(bound);
                 continue;
             }
-            let (listener, bound) = Listener::bind(address).await?;
+            let (listener, bound) = Listener::bind(address, &context).await?;
             tracing::info!(node = %name, address = %bound, "listening");
             listeners.push(listener);
             local.push(bound);
@@ -149,6 +164,7 @@ impl NodeBuilder {
         for listener in listeners {
             tokio::spawn(tasks::accept_loop(
                 shared.clone(),
+                context.clone(),
                 listener,
                 stop_rx.clone(),
             ));
@@ -159,6 +175,7 @@ impl NodeBuilder {
                 let options = ConnectOptions::new(peer, credential.clone());
                 tokio::spawn(tasks::dial_loop(
                     shared.clone(),
+                    context.clone(),
                     address,
                     options,
                     self.backoff,
@@ -170,6 +187,7 @@ impl NodeBuilder {
             inner: Arc::new(Inner {
                 name,
                 shared,
+                context,
                 local,
                 stop,
             }),
@@ -177,9 +195,51 @@ impl NodeBuilder {
     }
 }
 
+/// Loads the TLS settings, and checks that every `tls://` and `quic://` address has what it
+/// needs: listening, a certificate and key; dialing, a CA.
+fn transport_context<'a>(
+    settings: Option<&TlsSettings>,
+    listen: &[Address],
+    peers: impl Iterator<Item = &'a Address>,
+) -> Result<TransportContext, NodeError> {
+    let secure = |address: &&Address| matches!(address, Address::Tls(_) | Address::Quic(_));
+    let listening = listen.iter().find(secure);
+    let dialing = peers.into_iter().find(secure);
+    let configs = match settings {
+        Some(settings) => Some(settings.load().map_err(transport::TransportError::from)?),
+        None => None,
+    };
+    match &configs {
+        None => {
+            if let Some(address) = listening.or(dialing) {
+                return Err(NodeError::Config(format!(
+                    "{address} needs TLS settings: call .tls(TlsSettings::new()…) on the builder \
+                     (YAML: a tls: section with cert, key and ca)"
+                )));
+            }
+        }
+        Some(configs) => {
+            if let Some(address) = listening.filter(|_| configs.tls_server.is_none()) {
+                return Err(NodeError::Config(format!(
+                    "listening on {address} needs a certificate and its key: \
+                     TlsSettings::identity_files(…) (YAML: tls.cert and tls.key)"
+                )));
+            }
+            if let Some(address) = dialing.filter(|_| configs.tls_client.is_none()) {
+                return Err(NodeError::Config(format!(
+                    "dialing {address} needs a CA to verify the server's certificate: \
+                     TlsSettings::ca_file(…) (YAML: tls.ca)"
+                )));
+            }
+        }
+    }
+    TransportContext::new(configs).map_err(|error| transport::TransportError::from(error).into())
+}
+
 struct Inner {
     name: String,
     shared: Arc<Shared>,
+    context: Arc<TransportContext>,
     local: Vec<Address>,
     stop: watch::Sender<bool>,
 }
@@ -243,6 +303,7 @@ impl Node {
                 max: Duration::from_secs(5),
             },
             receive_buffer: 8 * 1024 * 1024,
+            tls: None,
         }
     }
 
@@ -259,6 +320,11 @@ impl Node {
     /// The engine's counters.
     pub fn stats(&self) -> EngineStats {
         self.inner.shared.lock().endpoint.stats().clone()
+    }
+
+    /// The transports' counters: TLS and QUIC handshakes, QUIC 0-RTT tried and taken.
+    pub fn transport_counters(&self) -> TransportCounters {
+        self.inner.context.counters.snapshot()
     }
 
     /// Bytes the node holds for the application: sent and not yet acknowledged, or received and
@@ -281,6 +347,25 @@ impl Node {
             .collect();
         connections.sort();
         connections
+    }
+
+    /// Closes connection `id` (see [`connections`](Self::connections)) on purpose: the peer is
+    /// told why, what was in flight on it goes over the peer's other connections, and a dialed
+    /// connection is dialed again. False when there is no such connection.
+    pub fn close_connection(&self, id: ConnectionId, reason: &str) -> bool {
+        self.inner.shared.with(|state| {
+            if !state.links.contains_key(&id) {
+                return false;
+            }
+            state.endpoint.close_connection(
+                id,
+                CloseReasonData {
+                    code: AtbusCloseReason::Shutdown as i32,
+                    message: reason.to_string(),
+                },
+            );
+            true
+        })
     }
 
     /// Peer and connection events, from now on.
@@ -488,6 +573,13 @@ impl Node {
         while !shared.lock().links.is_empty() && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // QUIC connections close once their last bytes are acknowledged; then the endpoints.
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        self.inner
+            .context
+            .quic
+            .close(left.max(Duration::from_millis(100)))
+            .await;
         shared.inbox.notify_waiters();
     }
 }

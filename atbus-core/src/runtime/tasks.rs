@@ -1,6 +1,7 @@
-//! The background tasks of a running node: the engine's timer, one accept loop per listener, and
-//! one dial loop per peer address (connect, run the connection, reconnect with capped
-//! exponential backoff and jitter).
+//! The background tasks of a running node: the engine's timer, one accept loop per listener (each
+//! accepted connection completes its TLS or QUIC handshake, if any, in its own task), and one dial
+//! loop per peer address (connect, run the connection, reconnect with capped exponential backoff
+//! and jitter).
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::shared::Shared;
-use super::transport::{self, Listener};
+use super::transport::{self, Accepted, Listener, TransportContext, TransportError};
 use crate::address::Address;
 use crate::engine::ConnectOptions;
 
@@ -40,6 +41,7 @@ pub(crate) async fn timer_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bo
 /// Accepts connections on `listener` until the node stops; each runs in its own task.
 pub(crate) async fn accept_loop(
     shared: Arc<Shared>,
+    context: Arc<TransportContext>,
     mut listener: Listener,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -48,7 +50,7 @@ pub(crate) async fn accept_loop(
             accepted = listener.accept() => accepted,
             _ = stop.changed() => return,
         };
-        let (opened, remote) = match accepted {
+        let (accepted, remote) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
@@ -57,25 +59,47 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
-        let params = opened.params();
-        let registered = shared.with(|state| {
-            if state.shutting_down {
-                return None;
-            }
-            let (id, notify) = state.add_link(remote.clone());
-            match state.endpoint.accept(Instant::now(), id, params) {
-                Ok(()) => Some((id, notify)),
-                Err(error) => {
-                    tracing::warn!(%error, remote, "connection not accepted");
-                    state.links.remove(&id);
-                    None
-                }
-            }
-        });
-        if let Some((id, notify)) = registered {
-            tracing::debug!(connection = id.0, remote, "accepted");
-            tokio::spawn(opened.run(shared.clone(), id, notify));
+        tokio::spawn(open_accepted(
+            shared.clone(),
+            context.clone(),
+            accepted,
+            remote,
+        ));
+    }
+}
+
+/// Completes an accepted connection's opening, registers it with the engine, and runs it.
+async fn open_accepted(
+    shared: Arc<Shared>,
+    context: Arc<TransportContext>,
+    accepted: Accepted,
+    remote: String,
+) {
+    let opened = match accepted.open(&context).await {
+        Ok(opened) => opened,
+        Err(error) => {
+            tracing::info!(%error, remote, "incoming connection refused in its handshake");
+            return;
         }
+    };
+    let params = opened.params();
+    let registered = shared.with(|state| {
+        if state.shutting_down {
+            return None;
+        }
+        let (id, notify) = state.add_link(remote.clone());
+        match state.endpoint.accept(Instant::now(), id, params) {
+            Ok(()) => Some((id, notify)),
+            Err(error) => {
+                tracing::warn!(%error, remote, "connection not accepted");
+                state.links.remove(&id);
+                None
+            }
+        }
+    });
+    if let Some((id, notify)) = registered {
+        tracing::debug!(connection = id.0, remote, "accepted");
+        opened.run(shared, id, notify).await;
     }
 }
 
@@ -97,17 +121,20 @@ impl Backoff {
 /// Keeps one connection to `peer` at `address` up until the node stops.
 pub(crate) async fn dial_loop(
     shared: Arc<Shared>,
+    context: Arc<TransportContext>,
     address: Address,
     options: ConnectOptions,
     backoff: Backoff,
     stop: watch::Receiver<bool>,
 ) {
     let mut delay = backoff.min;
+    // The last connection was dialed again at once (0-RTT refused) without a backoff.
+    let mut redialed = false;
     loop {
         if *stop.borrow() {
             return;
         }
-        match transport::connect(&shared, &address).await {
+        match transport::connect(&shared, &context, &address).await {
             Ok(opened) => {
                 let params = opened.params();
                 let registered = shared.with(|state| {
@@ -130,15 +157,25 @@ pub(crate) async fn dial_loop(
                 if let Some((id, notify)) = registered {
                     tracing::debug!(connection = id.0, %address, "connected");
                     let started = Instant::now();
-                    opened.run(shared.clone(), id, notify).await;
+                    let again = opened.run(shared.clone(), id, notify).await;
                     // A connection that lived a while resets the backoff.
                     if started.elapsed() > backoff.max {
                         delay = backoff.min;
                     }
+                    // Once in a row, so a server that always refuses cannot make us spin.
+                    if again && !redialed && !*stop.borrow() {
+                        redialed = true;
+                        continue;
+                    }
                 }
+            }
+            // A certificate refused is a configuration to fix: said louder than a peer down.
+            Err(error @ TransportError::Handshake { .. }) => {
+                tracing::warn!(%error, "connect failed");
             }
             Err(error) => tracing::debug!(%error, "connect failed"),
         }
+        redialed = false;
         if *stop.borrow() {
             return;
         }

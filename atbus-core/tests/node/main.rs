@@ -5,4 +5,5 @@
 mod backpressure;
 mod failover;
 mod messaging;
+mod secure;
 mod support;

@@ -29,6 +29,8 @@ pub fn listen_address(scheme: &str) -> String {
     match scheme {
         "tcp" => "tcp://127.0.0.1:0".into(),
         "udp" => "udp://127.0.0.1:0".into(),
+        "tls" => "tls://127.0.0.1:0".into(),
+        "quic" => "quic://127.0.0.1:0".into(),
         "unix" => format!(
             "unix://{}",
             std::env::temp_dir().join(unique("atbus-test")).display()

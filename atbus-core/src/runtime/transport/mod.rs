@@ -1,22 +1,62 @@
 //! The transports that carry frames between nodes, chosen by the address scheme: listening,
-//! connecting, and running a connection until it ends. Stream transports (`tcp://`, `unix://`)
-//! share one connection loop (`stream`); `mem://` hands `Bytes` over in-process (`mem`); `udp://`
-//! runs every peer over one socket (`udp`).
+//! connecting, and running a connection until it ends. Stream transports (`tcp://`, `unix://`,
+//! `tls://` and `quic://` once their handshakes are done) share one connection loop (`stream`);
+//! `mem://` hands `Bytes` over in-process (`mem`); `udp://` runs every peer over one socket
+//! (`udp`). `tls` and `quic` hold what those two add (TLS over TCP, quinn endpoints); their
+//! settings are [`TlsSettings`](crate::runtime::TlsSettings), their counters [`TransportCounters`].
 
+mod counters;
 pub(crate) mod mem;
+pub(crate) mod quic;
 pub(crate) mod stream;
+pub(crate) mod tls;
 pub(crate) mod udp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
+
+pub(crate) use counters::Counters;
+pub use counters::TransportCounters;
 
 use crate::address::Address;
 use crate::engine::{ConnectionId, ConnectionParams};
 use crate::runtime::shared::Shared;
+use crate::runtime::tls_config::{TlsConfigs, TlsError};
+
+/// How long an accepted connection has to complete its TLS or QUIC handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the transports of one node share: its TLS configurations, its quinn endpoints and its
+/// counters.
+pub(crate) struct TransportContext {
+    pub tls: Option<TlsConfigs>,
+    pub quic: quic::QuicEndpoints,
+    pub counters: Arc<Counters>,
+}
+
+impl TransportContext {
+    /// The context of a node with `tls` settings loaded (or none).
+    pub fn new(mut tls: Option<TlsConfigs>) -> Result<Self, TlsError> {
+        let quic = quic::QuicEndpoints::new(tls.as_mut())?;
+        Ok(Self {
+            tls,
+            quic,
+            counters: Arc::default(),
+        })
+    }
+
+    fn tls(&self, address: &Address) -> Result<&TlsConfigs, TransportError> {
+        self.tls.as_ref().ok_or_else(|| TransportError::NoTls {
+            address: address.to_string(),
+        })
+    }
+}
 
 /// A connection just opened or accepted, before the engine knows it.
 pub(crate) enum Opened {
@@ -24,6 +64,8 @@ pub(crate) enum Opened {
     Unix(UnixStream),
     Mem(mem::MemPipe),
     Udp(Arc<udp::UdpHub>, SocketAddr),
+    Tls(Box<tls::TlsStream>),
+    Quic(Box<quic::QuicLink>),
 }
 
 impl Opened {
@@ -35,10 +77,11 @@ impl Opened {
         }
     }
 
-    /// Runs the connection until it ends, in a `connection` span naming it.
-    pub async fn run(self, shared: Arc<Shared>, id: ConnectionId, notify: Arc<Notify>) {
+    /// Runs the connection until it ends, in a `connection` span naming it. True when it should
+    /// be dialed again at once (a QUIC server refused 0-RTT data), without the backoff.
+    pub async fn run(self, shared: Arc<Shared>, id: ConnectionId, notify: Arc<Notify>) -> bool {
         let span = tracing::debug_span!("connection", id = id.0, scheme = self.scheme());
-        tracing::Instrument::instrument(self.run_inner(shared, id, notify), span).await;
+        tracing::Instrument::instrument(self.run_inner(shared, id, notify), span).await
     }
 
     fn scheme(&self) -> &'static str {
@@ -47,10 +90,12 @@ impl Opened {
             Opened::Unix(_) => "unix",
             Opened::Mem(_) => "mem",
             Opened::Udp(..) => "udp",
+            Opened::Tls(_) => "tls",
+            Opened::Quic(_) => "quic",
         }
     }
 
-    async fn run_inner(self, shared: Arc<Shared>, id: ConnectionId, notify: Arc<Notify>) {
+    async fn run_inner(self, shared: Arc<Shared>, id: ConnectionId, notify: Arc<Notify>) -> bool {
         match self {
             Opened::Tcp(socket) => {
                 // Frames are batched by the engine and the writer: no Nagle delay on top.
@@ -67,17 +112,22 @@ impl Opened {
                 hub.route(remote, id);
                 hub.run_writer(shared, id, remote, notify).await;
             }
+            Opened::Tls(stream) => {
+                let (reader, writer) = tokio::io::split(*stream);
+                stream::run(shared, id, notify, reader, writer).await;
+            }
+            Opened::Quic(link) => return link.run(shared, id, notify).await,
         }
+        false
     }
 }
 
 /// Why a transport could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    /// The scheme's transport is not built into this runtime yet.
-    #[error(
-        "{scheme}:// is not supported by this runtime yet: use tcp://, udp://, unix:// or mem://"
-    )]
+    /// The scheme's transport cannot be used this way (e.g. a `udp://` address given where a
+    /// listener of another kind is bound).
+    #[error("{scheme}:// cannot be used here")]
     Unsupported {
         /// The scheme.
         scheme: &'static str,
@@ -91,10 +141,35 @@ pub enum TransportError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS or QUIC handshake failed (certificate refused, no common protocol, timeout, ...).
+    #[error("{address}: handshake failed: {source}")]
+    Handshake {
+        /// The address.
+        address: String,
+        /// What went wrong, from rustls or quinn.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `tls://` or `quic://` address on a node without TLS settings.
+    #[error("{address} needs TLS settings: call NodeBuilder::tls(…) (YAML: a tls: section)")]
+    NoTls {
+        /// The address.
+        address: String,
+    },
+    /// The TLS settings could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 fn io_error(address: &Address) -> impl FnOnce(std::io::Error) -> TransportError + '_ {
     move |source| TransportError::Io {
+        address: address.to_string(),
+        source,
+    }
+}
+
+fn handshake_error(address: &Address) -> impl FnOnce(std::io::Error) -> TransportError + '_ {
+    move |source| TransportError::Handshake {
         address: address.to_string(),
         source,
     }
@@ -105,13 +180,66 @@ pub(crate) enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
     Mem(mem::MemListener),
+    Tls(TcpListener, TlsAcceptor),
+    Quic(quinn::Endpoint),
 }
 
+/// A connection a listener took, with what is left of its opening (a TLS or QUIC handshake) to
+/// be done in its own task.
+pub(crate) enum Accepted {
+    Ready(Opened),
+    Tls(TcpStream, TlsAcceptor),
+    Quic(Box<quinn::Incoming>),
+}
+
+impl Accepted {
+    /// Completes the opening within [`HANDSHAKE_TIMEOUT`].
+    pub async fn open(self, context: &TransportContext) -> std::io::Result<Opened> {
+        let opening = async {
+            match self {
+                Accepted::Ready(opened) => Ok(opened),
+                Accepted::Tls(socket, acceptor) => tls::accept(acceptor, socket, &context.counters)
+                    .await
+                    .map(|stream| Opened::Tls(Box::new(stream))),
+                Accepted::Quic(incoming) => context
+                    .quic
+                    .accept(*incoming, &context.counters)
+                    .await
+                    .map(|link| Opened::Quic(Box::new(link))),
+            }
+        };
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, opening)
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+    }
+}
 impl Listener {
     /// Binds `address`. A `unix://` path left by a process that is gone is replaced; one that
     /// a live listener answers on is refused.
-    pub async fn bind(address: &Address) -> Result<(Self, Address), TransportError> {
+    pub async fn bind(
+        address: &Address,
+        context: &TransportContext,
+    ) -> Result<(Self, Address), TransportError> {
         match address {
+            Address::Tls(hp) => {
+                let acceptor = tls::acceptor(context.tls(address)?).ok_or_else(|| {
+                    io_error(address)(std::io::Error::other(
+                        "listening on tls:// needs a certificate and its key",
+                    ))
+                })?;
+                let listener = TcpListener::bind(hp.authority())
+                    .await
+                    .map_err(io_error(address))?;
+                let port = listener.local_addr().map_err(io_error(address))?.port();
+                Ok((Listener::Tls(listener, acceptor), address.with_port(port)))
+            }
+            Address::Quic(hp) => {
+                context.tls(address)?;
+                let local = resolve(address, hp).await?;
+                let endpoint = context.quic.bind(local).map_err(io_error(address))?;
+                let port = endpoint.local_addr().map_err(io_error(address))?.port();
+                Ok((Listener::Quic(endpoint), address.with_port(port)))
+            }
             Address::Tcp(hp) => {
                 let listener = TcpListener::bind(hp.authority())
                     .await
@@ -147,18 +275,40 @@ impl Listener {
     }
 
     /// The next connection, with a description of its remote end.
-    pub async fn accept(&mut self) -> std::io::Result<(Opened, String)> {
+    pub async fn accept(&mut self) -> std::io::Result<(Accepted, String)> {
         match self {
             Listener::Tcp(listener) => {
                 let (socket, remote) = listener.accept().await?;
-                Ok((Opened::Tcp(socket), format!("tcp://{remote}")))
+                Ok((
+                    Accepted::Ready(Opened::Tcp(socket)),
+                    format!("tcp://{remote}"),
+                ))
             }
             Listener::Unix(listener, path) => {
                 let (socket, _) = listener.accept().await?;
-                Ok((Opened::Unix(socket), format!("unix://{}", path.display())))
+                let opened = Opened::Unix(socket);
+                Ok((
+                    Accepted::Ready(opened),
+                    format!("unix://{}", path.display()),
+                ))
             }
             Listener::Mem(listener) => match listener.accept().await {
-                Some(pipe) => Ok((Opened::Mem(pipe), "mem://".to_string())),
+                Some(pipe) => Ok((Accepted::Ready(Opened::Mem(pipe)), "mem://".to_string())),
+                None => Err(std::io::ErrorKind::BrokenPipe.into()),
+            },
+            Listener::Tls(listener, acceptor) => {
+                let (socket, remote) = listener.accept().await?;
+                Ok((
+                    Accepted::Tls(socket, acceptor.clone()),
+                    format!("tls://{remote}"),
+                ))
+            }
+            Listener::Quic(endpoint) => match endpoint.accept().await {
+                Some(incoming) => {
+                    let remote = format!("quic://{}", incoming.remote_address());
+                    Ok((Accepted::Quic(Box::new(incoming)), remote))
+                }
+                // The endpoint was closed.
                 None => Err(std::io::ErrorKind::BrokenPipe.into()),
             },
         }
@@ -230,12 +380,73 @@ async fn udp_hub(shared: &Arc<Shared>, remote: SocketAddr) -> std::io::Result<Ar
     Ok(hub)
 }
 
-/// Opens a connection to `address`.
+/// The first socket address `hp` resolves to.
+async fn resolve(
+    address: &Address,
+    hp: &crate::address::HostPort,
+) -> Result<SocketAddr, TransportError> {
+    tokio::net::lookup_host(hp.authority())
+        .await
+        .map_err(io_error(address))?
+        .next()
+        .ok_or_else(|| TransportError::Io {
+            address: address.to_string(),
+            source: std::io::ErrorKind::NotFound.into(),
+        })
+}
+
+/// Opens a connection to `address`; for `tls://` and `quic://`, handshake included.
 pub(crate) async fn connect(
     shared: &Arc<Shared>,
+    context: &TransportContext,
     address: &Address,
 ) -> Result<Opened, TransportError> {
     match address {
+        Address::Tls(hp) => {
+            let configs = context.tls(address)?;
+            let stream = tokio::time::timeout(
+                HANDSHAKE_TIMEOUT,
+                tls::connect(configs, hp, &context.counters),
+            )
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+            match stream {
+                Ok(stream) => Ok(Opened::Tls(Box::new(stream))),
+                // Not even a TCP connection: the peer is down, not refused.
+                Err(error)
+                    if error
+                        .get_ref()
+                        .is_none_or(|inner| !inner.is::<rustls::Error>()) =>
+                {
+                    Err(io_error(address)(error))
+                }
+                Err(error) => Err(handshake_error(address)(error)),
+            }
+        }
+        Address::Quic(hp) => {
+            let configs = context.tls(address)?;
+            let name = configs.server_name(&hp.host);
+            tokio::time::timeout(
+                HANDSHAKE_TIMEOUT,
+                context.quic.connect(hp, name, &context.counters),
+            )
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+            .map(|link| Opened::Quic(Box::new(link)))
+            .map_err(|error| {
+                // No answer at all: the peer is down, not refused.
+                let silent = error.kind() == std::io::ErrorKind::TimedOut
+                    || error
+                        .get_ref()
+                        .and_then(|inner| inner.downcast_ref::<quinn::ConnectionError>())
+                        .is_some_and(|inner| *inner == quinn::ConnectionError::TimedOut);
+                if silent {
+                    io_error(address)(error)
+                } else {
+                    handshake_error(address)(error)
+                }
+            })
+        }
         Address::Udp(hp) => {
             let remote = tokio::net::lookup_host(hp.authority())
                 .await
@@ -259,8 +470,5 @@ pub(crate) async fn connect(
         Address::Mem(name) => mem::connect(name)
             .map(Opened::Mem)
             .map_err(io_error(address)),
-        other => Err(TransportError::Unsupported {
-            scheme: other.scheme(),
-        }),
     }
 }
