@@ -8,7 +8,8 @@ use atbus_proto::protocol::{CloseReasonData, PingData};
 use bytes::{Bytes, BytesMut};
 
 use super::auth::{AuthFailure, Credential, PeerIdentity};
-use super::config::ConnectionParams;
+use super::config::{ConnectionKind, ConnectionParams};
+use super::congestion::Congestion;
 use super::rtt::RttEstimator;
 
 /// Where a connection's handshake stands.
@@ -71,6 +72,9 @@ pub(crate) struct Connection {
     pub params: ConnectionParams,
     /// Round-trip time on this connection.
     pub rtt: RttEstimator,
+    /// The congestion window of a datagram connection; `None` on stream transports, which
+    /// have their own.
+    pub congestion: Option<Congestion>,
     /// Bytes of a stream transport not yet making a whole frame.
     pub read_buffer: BytesMut,
     /// When a valid frame last arrived.
@@ -124,6 +128,8 @@ impl Connection {
             peer,
             params,
             rtt,
+            congestion: (params.kind == ConnectionKind::Datagram)
+                .then(|| Congestion::new(params.mtu, now)),
             read_buffer: BytesMut::new(),
             last_received: now,
             last_ping: None,

@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use super::auth::state::AuthState;
 use super::config::{ConnectionParams, EngineConfig};
+use super::congestion::FlightFate;
 use super::connection::Connection;
 use super::error::{ConnectionError, SendError};
 use super::event::Event;
@@ -198,7 +199,7 @@ impl Endpoint {
     /// Forgets `connection`, resends its flights elsewhere and tells the application.
     pub(super) fn drop_connection(
         &mut self,
-        _now: Instant,
+        now: Instant,
         connection: ConnectionId,
         reason: CloseReasonData,
     ) {
@@ -216,6 +217,7 @@ impl Endpoint {
             }
             for stream in peer.send.values_mut() {
                 self.stats.flights_lost += stream.on_connection_lost(connection) as u64;
+                settle(&mut self.connections, &mut self.stats, stream, now, true);
             }
             if peer.connections.is_empty() && peer.reachable {
                 peer.reachable = false;
@@ -427,6 +429,13 @@ impl Endpoint {
         self.peers.values().map(|peer| peer.unacked_units).sum()
     }
 
+    /// The congestion window of datagram connection `connection` and the units in flight on it;
+    /// `None` for a stream connection (its transport controls congestion) or an unknown one.
+    pub fn congestion_window(&self, connection: ConnectionId) -> Option<(u64, u64)> {
+        let congestion = self.connections.get(&connection)?.congestion.as_ref()?;
+        Some((congestion.window(), congestion.in_flight()))
+    }
+
     /// The names of the peers with at least one live connection.
     pub fn reachable_peers(&self) -> impl Iterator<Item = &str> {
         self.peers
@@ -486,3 +495,29 @@ impl Endpoint {
 
 #[cfg(test)]
 mod tests;
+
+/// Hands the flights that left `stream`'s books to the congestion control of the connections
+/// they went out on. With `congestion_signal` false, losses are taken as forgotten: flights
+/// resent for a reason other than the network's (early data the peer did not take).
+pub(super) fn settle(
+    connections: &mut BTreeMap<ConnectionId, Connection>,
+    stats: &mut EngineStats,
+    stream: &mut SendStream,
+    now: Instant,
+    congestion_signal: bool,
+) {
+    for mut left in stream.take_departed() {
+        let Some(congestion) = connections
+            .get_mut(&left.connection)
+            .and_then(|connection| connection.congestion.as_mut())
+        else {
+            continue;
+        };
+        if !congestion_signal && left.fate == FlightFate::Lost {
+            left.fate = FlightFate::Forgotten;
+        }
+        if congestion.on_left(&left, now) {
+            stats.congestion_events += 1;
+        }
+    }
+}

@@ -10,6 +10,7 @@
 
 pub mod auth;
 mod config;
+pub(crate) mod congestion;
 mod connection;
 mod endpoint;
 mod error;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::congestion::{FlightFate, FlightLeft};
 use super::message::MessageMeta;
 use super::piece::{Piece, PieceEnd};
 use super::ranges::RangeSet;
@@ -108,6 +109,9 @@ pub(crate) struct SendStream {
     /// Units below this offset were abandoned, and when to announce it next: the peer is told
     /// with RESET_OFFSET until it acknowledges the offset.
     reset: Option<(u64, Instant)>,
+    /// Flights that left the books since the endpoint last took them, for the congestion
+    /// control of the connections they went out on.
+    departed: Vec<FlightLeft>,
 }
 
 impl SendStream {
@@ -131,6 +135,7 @@ impl SendStream {
             window_announced: false,
             blocked_since: None,
             reset: None,
+            departed: Vec::new(),
         }
     }
 
@@ -182,7 +187,11 @@ impl SendStream {
     pub fn restart(&mut self, window: u64) -> u64 {
         let queue = std::mem::take(&mut self.queue);
         let finished = self.finished;
+        let seqs: Vec<u64> = self.flights.keys().copied().collect();
+        self.forget_flights(&seqs);
+        let departed = std::mem::take(&mut self.departed);
         *self = SendStream::new(window);
+        self.departed = departed;
         for queued in queue {
             self.enqueue(queued.data, queued.meta, queued.end, queued.queued_at);
         }
@@ -355,8 +364,8 @@ impl SendStream {
     }
 
     fn record_flight(&mut self, range: Range<u64>, connection: ConnectionId, now: Instant) {
-        if let Some(old) = self.flight_at.remove(&range.start) {
-            self.flights.remove(&old);
+        if let Some(&old) = self.flight_at.get(&range.start) {
+            self.forget_flights(&[old]);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -435,7 +444,9 @@ impl SendStream {
             .collect();
         for (start, seq) in starts {
             if self.flights.get(&seq).is_some_and(|f| f.end <= range.end) {
-                self.flights.remove(&seq);
+                if let Some(flight) = self.flights.remove(&seq) {
+                    self.depart(&flight, FlightFate::Acked);
+                }
                 self.flight_at.remove(&start);
                 self.largest_acked_seq = Some(self.largest_acked_seq.map_or(seq, |l| l.max(seq)));
             }
@@ -466,15 +477,12 @@ impl SendStream {
         self.next_new = self.next_new.max(offset);
         self.lost.remove_below(offset);
         self.received.remove_below(offset);
-        let below: Vec<(u64, u64)> = self
+        let below: Vec<u64> = self
             .flight_at
             .range(..offset)
-            .map(|(&start, &seq)| (start, seq))
+            .map(|(_, &seq)| seq)
             .collect();
-        for (start, seq) in below {
-            self.flight_at.remove(&start);
-            self.flights.remove(&seq);
-        }
+        self.forget_flights(&below);
         self.reset = Some((offset, now));
         Some((count, units))
     }
@@ -536,7 +544,7 @@ impl SendStream {
             })
             .map(|(seq, _)| seq)
             .collect();
-        self.declare_lost(&overtaken)
+        self.declare_lost(&overtaken, FlightFate::Lost)
     }
 
     /// When the oldest overtaken flight, not yet lost, will be by time; `None` if none is.
@@ -558,7 +566,7 @@ impl SendStream {
             .filter(|(_, flight)| flight.sent_at + rto <= now)
             .map(|(&seq, _)| seq)
             .collect();
-        self.declare_lost(&expired)
+        self.declare_lost(&expired, FlightFate::TimedOut)
     }
 
     /// When the oldest flight's retransmission timeout passes.
@@ -576,15 +584,16 @@ impl SendStream {
             .filter(|(_, flight)| flight.connection == connection)
             .map(|(&seq, _)| seq)
             .collect();
-        self.declare_lost(&on_it)
+        self.declare_lost(&on_it, FlightFate::Lost)
     }
 
-    fn declare_lost(&mut self, seqs: &[u64]) -> usize {
+    fn declare_lost(&mut self, seqs: &[u64], fate: FlightFate) -> usize {
         for seq in seqs {
             let Some(flight) = self.flights.remove(seq) else {
                 continue;
             };
             self.flight_at.remove(&flight.start);
+            self.depart(&flight, fate);
             let range = flight.start.max(self.acked)..flight.end;
             self.lost.insert(range.clone());
             for received in self.received.overlapping(range) {
@@ -592,6 +601,30 @@ impl SendStream {
             }
         }
         seqs.len()
+    }
+
+    /// Drops flights without news of their delivery.
+    fn forget_flights(&mut self, seqs: &[u64]) {
+        for seq in seqs {
+            if let Some(flight) = self.flights.remove(seq) {
+                self.flight_at.remove(&flight.start);
+                self.depart(&flight, FlightFate::Forgotten);
+            }
+        }
+    }
+
+    fn depart(&mut self, flight: &Flight, fate: FlightFate) {
+        self.departed.push(FlightLeft {
+            connection: flight.connection,
+            units: flight.end - flight.start,
+            sent_at: flight.sent_at,
+            fate,
+        });
+    }
+
+    /// Takes the flights that left the books since the last call.
+    pub fn take_departed(&mut self) -> std::vec::Drain<'_, FlightLeft> {
+        self.departed.drain(..)
     }
 }
 

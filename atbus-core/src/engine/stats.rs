@@ -23,6 +23,9 @@ pub struct EngineStats {
     pub flights_lost: u64,
     /// Retransmission timeouts that fired.
     pub rto_fired: u64,
+    /// Congestion windows of datagram connections cut after a loss (at most once per round
+    /// trip and connection).
+    pub congestion_events: u64,
     /// Messages queued by the application.
     pub messages_sent: u64,
     /// Messages taken by the application.

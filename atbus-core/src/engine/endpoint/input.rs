@@ -335,10 +335,12 @@ impl Endpoint {
                 }
                 Err(_) => {
                     self.stats.invalid_acks += 1;
+                    super::settle(&mut self.connections, &mut self.stats, stream, now, true);
                     continue;
                 }
             }
             self.stats.flights_lost += stream.detect_lost(now, loss_delay) as u64;
+            super::settle(&mut self.connections, &mut self.stats, stream, now, true);
             // Emptied of flights while the window is shut: arm the window probe.
             stream.note_blocked(now);
             if stream.is_finished_and_acked() {

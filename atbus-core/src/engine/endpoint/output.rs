@@ -194,6 +194,10 @@ impl Endpoint {
             let rto = self.rto(&peer_name);
             let sends_data = early_data
                 && self.best_connection(&peer_name) == Some(id)
+                && self.connections[&id]
+                    .congestion
+                    .as_ref()
+                    .is_none_or(|congestion| congestion.can_send())
                 && self
                     .peers
                     .get(&peer_name)
@@ -236,6 +240,10 @@ impl Endpoint {
         // The peer's acknowledgement: due, or riding along with data.
         let rto = self.rto(&peer_name);
         let sends_data = self.best_connection(&peer_name) == Some(id)
+            && self.connections[&id]
+                .congestion
+                .as_ref()
+                .is_none_or(|congestion| congestion.can_send())
             && self.peers.get(&peer_name).is_some_and(|peer| {
                 peer.send.values().any(|stream| {
                     stream.has_pending()
@@ -399,6 +407,7 @@ impl Endpoint {
             .collect();
         let mut frames = Vec::new();
         let mut used = out.len();
+        let mut sent_units = 0;
         for stream_id in stream_ids {
             let Some(stream) = peer.send.get_mut(&stream_id) else {
                 continue;
@@ -448,6 +457,7 @@ impl Endpoint {
                         break;
                     };
                     self.stats.data_bytes_sent += piece.data.len() as u64;
+                    sent_units += piece.end_offset() - piece.start;
                     if resend {
                         self.stats.pieces_resent += 1;
                     }
@@ -501,6 +511,13 @@ impl Endpoint {
             if mtu.saturating_sub(used) < 64 {
                 break;
             }
+        }
+        if let Some(congestion) = self
+            .connections
+            .get_mut(&id)
+            .and_then(|connection| connection.congestion.as_mut())
+        {
+            congestion.on_sent(sent_units);
         }
         for frame in &frames {
             self.push_frame(out, frame, usize::MAX);

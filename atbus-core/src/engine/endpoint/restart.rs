@@ -63,11 +63,18 @@ impl Endpoint {
         peer.packets_since_ack = 0;
         peer.rto_backoff = 0;
         // Send side: everything unacknowledged again, from offset 0.
-        peer.unacked_units = peer
-            .send
-            .values_mut()
-            .map(|stream| stream.restart(initial_window))
-            .sum();
+        let mut unacked = 0;
+        for stream in peer.send.values_mut() {
+            unacked += stream.restart(initial_window);
+            super::settle(
+                &mut self.connections,
+                &mut self.stats,
+                stream,
+                self.clock,
+                false,
+            );
+        }
+        peer.unacked_units = unacked;
         let old: Vec<ConnectionId> = peer
             .connections
             .iter()

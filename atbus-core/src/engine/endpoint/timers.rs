@@ -79,7 +79,9 @@ impl Endpoint {
             }
             if let Some(timeout) = self.config.message_timeout {
                 for (&stream_id, stream) in peer.send.iter_mut() {
-                    if let Some((count, units)) = stream.expire(now, timeout) {
+                    let expired = stream.expire(now, timeout);
+                    super::settle(&mut self.connections, &mut self.stats, stream, now, true);
+                    if let Some((count, units)) = expired {
                         peer.unacked_units -= units;
                         self.stats.messages_expired += count as u64;
                         self.events.push_back(Event::MessagesExpired {
@@ -95,6 +97,7 @@ impl Endpoint {
                 self.stats.flights_lost += stream.detect_lost(now, loss_delay) as u64;
                 let expired = stream.on_timeout(now, rto);
                 self.stats.flights_lost += expired as u64;
+                super::settle(&mut self.connections, &mut self.stats, stream, now, true);
                 timed_out |= expired > 0;
             }
             if timed_out {

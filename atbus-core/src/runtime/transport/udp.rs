@@ -1,7 +1,10 @@
 //! `udp://`: the engine's own reliability over UDP. One socket serves every peer: a receive loop
 //! routes each datagram by its source address to a connection (a new address is a connection
 //! the engine accepts, and must open with a hello), and each connection's writer sends what the
-//! engine queued for it. The MTU follows the address family (548 bytes for IPv4, 1232 for IPv6).
+//! engine queued for it. The MTU follows the address family (548 bytes for IPv4, 1232 for IPv6),
+//! except towards a loopback address, whose interface carries far larger datagrams.
+//!
+//! Datagrams waiting in the socket are read in batches and fed to the engine under one lock.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,6 +20,10 @@ use crate::runtime::shared::Shared;
 
 /// The largest datagram read.
 const MAX_DATAGRAM: usize = 65_536;
+/// Datagrams read from the socket before the engine is driven with them.
+const RECEIVE_BATCH: usize = 64;
+/// The datagram payload towards a loopback address (Linux's `lo` has an MTU of 64 KiB).
+const LOOPBACK_MTU: usize = 16 * 1024;
 /// Socket buffers asked for: a burst of a send window's datagrams must not overflow the
 /// receiver's buffer (Linux caps the request at `net.core.rmem_max` / `wmem_max`).
 const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
@@ -41,6 +48,9 @@ pub(crate) struct UdpHub {
 
 /// The engine's parameters for a datagram connection to `remote`.
 pub(crate) fn params_for(remote: SocketAddr) -> ConnectionParams {
+    if remote.ip().is_loopback() {
+        return ConnectionParams::datagram_ipv6().with_mtu(LOOPBACK_MTU);
+    }
     match remote {
         SocketAddr::V4(_) => ConnectionParams::datagram_ipv4(),
         SocketAddr::V6(_) => ConnectionParams::datagram_ipv6(),
@@ -112,50 +122,72 @@ impl UdpHub {
 
 async fn receive_loop(shared: Arc<Shared>, hub: Arc<UdpHub>, mut stop: watch::Receiver<bool>) {
     let mut buffer = vec![0u8; MAX_DATAGRAM];
+    let mut batch: Vec<(ConnectionId, Bytes)> = Vec::with_capacity(RECEIVE_BATCH);
     loop {
-        let received = tokio::select! {
+        let mut received = tokio::select! {
             received = hub.socket.recv_from(&mut buffer) => received,
             _ = stop.changed() => return,
         };
-        let (len, remote) = match received {
-            Ok(received) => received,
-            // ICMP errors of earlier sends surface here on some systems: keep reading.
-            Err(error) => {
-                tracing::debug!(%error, "udp receive failed");
-                continue;
-            }
-        };
-        let data = Bytes::copy_from_slice(&buffer[..len]);
-        let known = hub.routes().get(&remote).copied();
-        let id = match known {
-            Some(id) => id,
-            None => {
-                // A new address: a connection the engine accepts; its first datagram must hold
-                // a hello, or the engine forgets it at once.
-                let accepted = shared.with(|state| {
-                    if state.shutting_down {
-                        return None;
+        // This datagram, then whatever else is already waiting, up to a batch.
+        loop {
+            match received {
+                Ok((len, remote)) => {
+                    let data = Bytes::copy_from_slice(&buffer[..len]);
+                    if let Some(id) = route_or_accept(&shared, &hub, remote) {
+                        batch.push((id, data));
                     }
-                    let (id, notify) = state.add_link(format!("udp://{remote}"));
-                    match state
-                        .endpoint
-                        .accept(Instant::now(), id, params_for(remote))
-                    {
-                        Ok(()) => Some((id, notify)),
-                        Err(_) => {
-                            state.links.remove(&id);
-                            None
-                        }
-                    }
-                });
-                let Some((id, notify)) = accepted else {
-                    continue;
-                };
-                hub.route(remote, id);
-                tokio::spawn(hub.clone().run_writer(shared.clone(), id, remote, notify));
-                id
+                }
+                // ICMP errors of earlier sends surface here on some systems: keep reading.
+                Err(error) if error.kind() != std::io::ErrorKind::WouldBlock => {
+                    tracing::debug!(%error, "udp receive failed");
+                }
+                Err(_) => break,
             }
-        };
-        shared.with(|state| state.endpoint.handle_input(Instant::now(), id, data));
+            if batch.len() >= RECEIVE_BATCH {
+                break;
+            }
+            received = hub.socket.try_recv_from(&mut buffer);
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        shared.with(|state| {
+            let now = Instant::now();
+            for (id, data) in batch.drain(..) {
+                state.endpoint.handle_input(now, id, data);
+            }
+        });
     }
+}
+
+/// The connection datagrams from `remote` belong to. A new address is a connection the engine
+/// accepts (its first datagram must hold a hello, or the engine forgets it at once), with a
+/// writer task of its own; `None` when the node is shutting down or the engine refuses it.
+fn route_or_accept(
+    shared: &Arc<Shared>,
+    hub: &Arc<UdpHub>,
+    remote: SocketAddr,
+) -> Option<ConnectionId> {
+    if let Some(id) = hub.routes().get(&remote).copied() {
+        return Some(id);
+    }
+    let (id, notify) = shared.with(|state| {
+        if state.shutting_down {
+            return None;
+        }
+        let (id, notify) = state.add_link(format!("udp://{remote}"));
+        match state
+            .endpoint
+            .accept(Instant::now(), id, params_for(remote))
+        {
+            Ok(()) => Some((id, notify)),
+            Err(_) => {
+                state.links.remove(&id);
+                None
+            }
+        }
+    })?;
+    hub.route(remote, id);
+    tokio::spawn(hub.clone().run_writer(shared.clone(), id, remote, notify));
+    Some(id)
 }

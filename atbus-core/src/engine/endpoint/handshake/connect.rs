@@ -329,6 +329,13 @@ impl Endpoint {
             if let Some(entry) = self.peers.get_mut(&peer) {
                 for stream in entry.send.values_mut() {
                     self.stats.flights_lost += stream.on_connection_lost(connection) as u64;
+                    crate::engine::endpoint::settle(
+                        &mut self.connections,
+                        &mut self.stats,
+                        stream,
+                        now,
+                        false,
+                    );
                 }
             }
         }
