@@ -7,16 +7,19 @@
 //! cargo run --release -p atbus-core --example pingpong -- --transport tcp --count 100000 --size 64
 //! ```
 //!
-//! Transports: `tcp`, `udp`, `unix`, `mem` (both nodes in this process), and `raw-tcp`: the
-//! baseline, a plain tokio TCP echo of length-prefixed messages, no atbus at all.
+//! Transports: `tcp`, `udp`, `unix`, `tls`, `quic`, `mem` (both nodes in this process), and
+//! `raw-tcp`: the baseline, a plain tokio TCP echo of length-prefixed messages, no atbus at all.
+//! For `tls` and `quic` the run makes a throwaway CA and a certificate for 127.0.0.1 (rcgen) in a
+//! temporary folder, and both processes load them from there as PEM files.
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atbus_core::engine::Token;
-use atbus_core::runtime::Node;
+use atbus_core::runtime::{Node, NodeBuilder, TlsSettings};
 use bytes::Bytes;
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -26,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Echo messages between two atbus nodes and report the rate and round-trip times")]
 struct Args {
-    /// tcp, udp, unix, mem, or raw-tcp (the baseline).
+    /// tcp, udp, unix, tls, quic, mem, or raw-tcp (the baseline).
     #[arg(long, default_value = "tcp")]
     transport: String,
     /// Messages to echo.
@@ -41,6 +44,9 @@ struct Args {
     /// Internal: run as the echoing peer.
     #[arg(long, hide = true)]
     echo: bool,
+    /// Internal: the folder of the run's CA and certificate (tls, quic).
+    #[arg(long, hide = true)]
+    tls_dir: Option<PathBuf>,
 }
 
 /// The token both processes use: the example runs on loopback only.
@@ -72,6 +78,8 @@ fn listen_address(transport: &str) -> String {
     match transport {
         "tcp" => "tcp://127.0.0.1:0".into(),
         "udp" => "udp://127.0.0.1:0".into(),
+        "tls" => "tls://127.0.0.1:0".into(),
+        "quic" => "quic://127.0.0.1:0".into(),
         "unix" => format!(
             "unix://{}",
             std::env::temp_dir()
@@ -79,15 +87,47 @@ fn listen_address(transport: &str) -> String {
                 .display()
         ),
         "mem" => format!("mem://pingpong-{}", std::process::id()),
-        other => panic!("unknown transport {other}: use tcp, udp, unix, mem or raw-tcp"),
+        other => panic!("unknown transport {other}: use tcp, udp, unix, tls, quic, mem or raw-tcp"),
+    }
+}
+
+/// A throwaway CA and a certificate for 127.0.0.1 signed by it, as PEM files in a fresh
+/// temporary folder: `ca.pem`, `node.pem`, `node.key`.
+fn make_certificates() -> anyhow_free::Result<PathBuf> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = std::env::temp_dir().join(format!("atbus-pingpong-pki-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])?
+        .signed_by(&key, &ca)?;
+    std::fs::write(dir.join("ca.pem"), ca.pem())?;
+    std::fs::write(dir.join("node.pem"), cert.pem())?;
+    std::fs::write(dir.join("node.key"), key.serialize_pem())?;
+    Ok(dir)
+}
+
+/// Both nodes' TLS settings: the run's certificate, and its CA to verify the other node.
+fn tls_settings(dir: &Path) -> TlsSettings {
+    TlsSettings::new()
+        .identity_files(dir.join("node.pem"), dir.join("node.key"))
+        .ca_file(dir.join("ca.pem"))
+}
+
+/// A builder for node `name`, with TLS settings when the run has them.
+fn builder(name: &str, args: &Args) -> NodeBuilder {
+    let builder = Node::builder().name(name).token(token());
+    match &args.tls_dir {
+        Some(dir) => builder.tls(tls_settings(dir)),
+        None => builder,
     }
 }
 
 /// The echoing node: prints its address, then sends every message back to where it came from.
 async fn run_echo(args: &Args) -> anyhow_free::Result<()> {
-    let node = Node::builder()
-        .name("pong")
-        .token(token())
+    let node = builder("pong", args)
         .listen(listen_address(&args.transport))
         .start()
         .await?;
@@ -119,16 +159,18 @@ async fn start_peer(args: &Args) -> anyhow_free::Result<(String, Option<Child>)>
         tokio::spawn(async move { echo_loop(node, size).await.expect("echo") });
         return Ok((address, None));
     }
-    let mut child = Command::new(std::env::current_exe()?)
-        .args([
-            "--echo",
-            "--transport",
-            &args.transport,
-            "--size",
-            &args.size.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args([
+        "--echo",
+        "--transport",
+        &args.transport,
+        "--size",
+        &args.size.to_string(),
+    ]);
+    if let Some(dir) = &args.tls_dir {
+        command.arg("--tls-dir").arg(dir);
+    }
+    let mut child = command.stdout(Stdio::piped()).spawn()?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut lines = BufReader::new(tokio::process::ChildStdout::from_std(stdout)?).lines();
     while let Some(line) = lines.next_line().await? {
@@ -147,9 +189,7 @@ struct Report {
 
 async fn run_atbus(args: &Args) -> anyhow_free::Result<Report> {
     let (address, child) = start_peer(args).await?;
-    let node = Node::builder()
-        .name("ping")
-        .token(token())
+    let node = builder("ping", args)
         .peer("pong", [address])
         .start()
         .await?;
@@ -273,7 +313,7 @@ mod anyhow_free {
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
+    let mut args = Args::parse();
     if args.size < 8 {
         eprintln!("--size must be at least 8 (the message number)");
         std::process::exit(2);
@@ -285,10 +325,26 @@ async fn main() {
         }
         return;
     }
+    let mut certificates = None;
+    if matches!(args.transport.as_str(), "tls" | "quic") {
+        match make_certificates() {
+            Ok(dir) => {
+                args.tls_dir = Some(dir.clone());
+                certificates = Some(dir);
+            }
+            Err(error) => {
+                eprintln!("pingpong: cannot make the certificates: {error}");
+                std::process::exit(1);
+            }
+        }
+    }
     let result = match args.transport.as_str() {
         "raw-tcp" => run_raw_tcp(&args).await,
         _ => run_atbus(&args).await,
     };
+    if let Some(dir) = certificates {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     match result {
         Ok(report) => {
             let seconds = report.elapsed.as_secs_f64();

@@ -509,3 +509,39 @@ async fn a_yaml_tls_section_starts_a_node() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_quic_server_refuses_the_old_sessions_zero_rtt_and_the_client_gets_through() {
+    let files = trusted();
+    let (server, client) = secure_pair(
+        "quic",
+        EngineConfig::default(),
+        server_tls(&files, false),
+        client_tls(&files, false),
+    )
+    .await;
+    client.send("server", "before").await.expect("send");
+    assert_eq!(recv(&server).await.data, Bytes::from("before"));
+    let address = server.local_addresses()[0].to_string();
+    server.shutdown().await;
+
+    // Same port, new process state: the client's session ticket means nothing to it.
+    let restarted = Node::builder()
+        .name("server")
+        .token(token())
+        .tls(server_tls(&files, false))
+        .listen(address)
+        .start()
+        .await
+        .expect("the server starts again");
+    client.send("server", "after").await.expect("send");
+    assert_eq!(recv(&restarted).await.data, Bytes::from("after"));
+    let counters = client.transport_counters();
+    assert!(counters.quic_zero_rtt_attempted >= 1, "{counters:?}");
+    assert!(
+        counters.quic_zero_rtt_accepted < counters.quic_zero_rtt_attempted,
+        "the restarted server took 0-RTT data of a session it never had: {counters:?}"
+    );
+    client.shutdown().await;
+    restarted.shutdown().await;
+}

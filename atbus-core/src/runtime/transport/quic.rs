@@ -217,21 +217,34 @@ impl QuicEndpoints {
         }
     }
 
-    /// Lets the connections still closing finish within `within`, then closes every endpoint.
+    /// Lets the connections still closing finish (within `within`, at most [`CLOSE_GRACE`]),
+    /// closes every endpoint, and returns once the listeners' ports are free again (within a
+    /// second more), so that a node started next on the same address can bind it.
     pub async fn close(&self, within: Duration) {
-        let endpoints: Vec<Endpoint> = lock(&self.listeners)
-            .drain(..)
-            .chain(lock(&self.dialers).drain(..))
+        let listeners: Vec<Endpoint> = lock(&self.listeners).drain(..).collect();
+        let dialers: Vec<Endpoint> = lock(&self.dialers).drain(..).collect();
+        let ports: Vec<SocketAddr> = listeners
+            .iter()
+            .filter_map(|endpoint| endpoint.local_addr().ok())
             .collect();
-        let until = tokio::time::Instant::now() + within;
+        let endpoints: Vec<Endpoint> = listeners.into_iter().chain(dialers).collect();
+        let graceful = tokio::time::Instant::now() + within.min(CLOSE_GRACE);
         for endpoint in &endpoints {
-            let _ = tokio::time::timeout_at(until, endpoint.wait_idle()).await;
+            let _ = tokio::time::timeout_at(graceful, endpoint.wait_idle()).await;
         }
         for endpoint in &endpoints {
             endpoint.close(VarInt::from_u32(0), b"the node shuts down");
         }
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
         for endpoint in &endpoints {
-            let _ = tokio::time::timeout(Duration::from_millis(200), endpoint.wait_idle()).await;
+            let _ = tokio::time::timeout_at(until, endpoint.wait_idle()).await;
+        }
+        // The socket goes with the endpoint's driver task, once the last handle is gone.
+        drop(endpoints);
+        for port in ports {
+            while std::net::UdpSocket::bind(port).is_err() && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
         }
     }
 }
