@@ -1,10 +1,10 @@
 //! The atbus-rs node: protocol engine, transports and the async `Node` API.
 //!
 //! [`engine`] is the sans-IO protocol engine (streams, acknowledgements, fragmentation by MTU,
-//! retransmission, flow control, several connections per peer); it is under construction. The
-//! transports that feed it (`tcp://`, `tls://`, `udp://`, `quic://`, `unix://`, `mem://`) and the
-//! tokio `Node` API that services link come after it (see `DESIGN.md` sections 3 and 5). The wire
-//! format it speaks lives in `atbus-proto`.
+//! retransmission, flow control, several connections per peer, the token handshake). [`runtime`]
+//! is the tokio side: the transports that feed it (`tcp://`, `tls://`, `udp://`, `quic://`,
+//! `unix://`, `mem://`) and the `Node` API that services link (see `DESIGN.md` sections 3 and 5).
+//! The wire format it speaks lives in `atbus-proto`.
 
 mod address;
 pub mod engine;
