@@ -20,7 +20,10 @@ pub struct EngineConfig {
     pub peer_send_window: u64,
     /// Bytes received from one peer and not yet taken by the application, across its streams;
     /// beyond it, data on datagram connections is dropped (and resent later) and stream
-    /// connections stop being read. At least `max_message_size`. Default 80 MiB.
+    /// connections stop being read. A stream is offered at most four fifths of it (the rest pays
+    /// for the bookkeeping of pieces), so at least 5/4 of `max_message_size + 1`, or the largest
+    /// messages could never be reassembled. Default 80 MiB + 80 KiB: 5/4 of the default
+    /// `stream_receive_window`.
     pub peer_receive_budget: usize,
     /// Units one stream of a peer may send beyond what the application has taken: the window
     /// announced in acknowledgements (never more than the peer's share of
@@ -65,7 +68,7 @@ impl Default for EngineConfig {
             max_message_size: 64 * 1024 * 1024,
             stream_send_window: 4 * 1024 * 1024,
             peer_send_window: 16 * 1024 * 1024,
-            peer_receive_budget: 80 * 1024 * 1024,
+            peer_receive_budget: (64 * 1024 * 1024 + 64 * 1024) / 4 * 5,
             stream_receive_window: 64 * 1024 * 1024 + 64 * 1024,
             initial_window: 1024 * 1024,
             max_streams_per_peer: 1024,
@@ -81,6 +84,51 @@ impl Default for EngineConfig {
             max_frame_length: atbus_proto::DEFAULT_MAX_FRAME_LENGTH,
             auth: AuthConfig::default(),
         }
+    }
+}
+
+impl EngineConfig {
+    /// Checks that the limits fit together: a message of `max_message_size` must fit one
+    /// stream's receive window, and that window four fifths of the receive budget. The error
+    /// names the field to change.
+    ///
+    /// ```
+    /// use atbus_core::engine::EngineConfig;
+    ///
+    /// assert!(EngineConfig::default().validate().is_ok());
+    /// let small_budget = EngineConfig {
+    ///     peer_receive_budget: 64 * 1024 * 1024,
+    ///     ..EngineConfig::default()
+    /// };
+    /// let error = small_budget.validate().unwrap_err();
+    /// assert!(error.contains("peer_receive_budget"), "{error}");
+    /// ```
+    pub fn validate(&self) -> Result<(), String> {
+        let largest = self.max_message_size as u64 + 1;
+        if self.stream_receive_window < largest {
+            return Err(format!(
+                "stream_receive_window ({}) must be at least max_message_size + 1 ({largest}): \
+                 raise it or lower max_message_size",
+                self.stream_receive_window
+            ));
+        }
+        let offered = self.peer_receive_budget as u64 / 5 * 4;
+        if offered < largest {
+            return Err(format!(
+                "peer_receive_budget ({}) must be at least 5/4 of max_message_size + 1 ({}): \
+                 a stream is offered four fifths of it, and the largest message must fit",
+                self.peer_receive_budget,
+                largest.div_ceil(4) * 5
+            ));
+        }
+        if self.max_frame_length < super::MIN_MTU {
+            return Err(format!(
+                "max_frame_length ({}) must be at least {}",
+                self.max_frame_length,
+                super::MIN_MTU
+            ));
+        }
+        Ok(())
     }
 }
 

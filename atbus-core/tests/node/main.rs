@@ -4,6 +4,7 @@
 
 mod backpressure;
 mod failover;
+mod large;
 mod messaging;
 mod secure;
 mod support;

@@ -194,16 +194,13 @@ impl Endpoint {
             let rto = self.rto(&peer_name);
             let sends_data = early_data
                 && self.best_connection(&peer_name) == Some(id)
-                && self.connections[&id]
-                    .congestion
-                    .as_ref()
-                    .is_none_or(|congestion| congestion.can_send())
+                && self.congestion_open(id)
                 && self
                     .peers
                     .get(&peer_name)
                     .is_some_and(|peer| peer.send.values().any(|stream| stream.has_pending()));
             if sends_data {
-                self.push_data(now, id, &peer_name, &mut out, mtu, rto);
+                self.push_data(now, id, &peer_name, &mut out, mtu, rto, true);
             }
             return (!out.is_empty()).then(|| out.freeze());
         }
@@ -239,14 +236,14 @@ impl Endpoint {
 
         // The peer's acknowledgement: due, or riding along with data.
         let rto = self.rto(&peer_name);
+        // New data waits for the congestion window; window probes and reset announcements are
+        // a few bytes and go regardless (a probe waiting on data in flight elsewhere would
+        // leave its timer due and idle).
+        let open = self.congestion_open(id);
         let sends_data = self.best_connection(&peer_name) == Some(id)
-            && self.connections[&id]
-                .congestion
-                .as_ref()
-                .is_none_or(|congestion| congestion.can_send())
             && self.peers.get(&peer_name).is_some_and(|peer| {
                 peer.send.values().any(|stream| {
-                    stream.has_pending()
+                    (open && stream.has_pending())
                         || stream.probe_at(rto).is_some_and(|at| at <= now)
                         || stream.reset_due(now).is_some()
                 })
@@ -260,7 +257,7 @@ impl Endpoint {
         }
 
         if sends_data {
-            self.push_data(now, id, &peer_name, &mut out, mtu, rto);
+            self.push_data(now, id, &peer_name, &mut out, mtu, rto, open);
         }
         if out.len() <= riding {
             return None;
@@ -380,6 +377,18 @@ impl Endpoint {
         }
     }
 
+    /// Whether connection `id`'s congestion window lets new data out (always, on a stream
+    /// transport).
+    fn congestion_open(&self, id: ConnectionId) -> bool {
+        self.connections
+            .get(&id)
+            .and_then(|connection| connection.congestion.as_ref())
+            .is_none_or(|congestion| congestion.can_send())
+    }
+
+    /// Appends the streams' packets to `out`: due reset announcements and window probes, and
+    /// data (lost ranges, then new units) when `data` allows.
+    #[allow(clippy::too_many_arguments)]
     fn push_data(
         &mut self,
         now: Instant,
@@ -388,6 +397,7 @@ impl Endpoint {
         out: &mut BytesMut,
         mtu: usize,
         rto: Duration,
+        data: bool,
     ) {
         let head = self.head(peer_name);
         let timepoint = self.timepoint(now);
@@ -399,7 +409,7 @@ impl Endpoint {
             .range(peer.next_stream..)
             .chain(peer.send.range(..peer.next_stream))
             .filter(|(_, stream)| {
-                stream.has_pending()
+                (data && stream.has_pending())
                     || stream.probe_at(rto).is_some_and(|at| at <= now)
                     || stream.reset_due(now).is_some()
             })
@@ -428,7 +438,7 @@ impl Endpoint {
                     stream.reset_sent(now, rto);
                 }
             }
-            while let Some((start, _, _)) = stream.peek_next() {
+            while let Some((start, _, _)) = stream.peek_next().filter(|_| data) {
                 let empty = packet_frame(
                     &head,
                     (stream_id, start),
