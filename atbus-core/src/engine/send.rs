@@ -2,14 +2,14 @@
 //! pieces for whichever connection sends next, and the bookkeeping of what is in flight where.
 //!
 //! Offsets count units (`docs/protocol.md` section 5.3). Every piece put on the wire is a
-//! *flight*: its range, the connection it went out on and when, and a send sequence number. A
+//! *flight* (`flights`): its range, the connection it went out on and when, and a send sequence number. A
 //! flight leaves the books when the peer acknowledges its range (cumulatively or through a
 //! received range), or is declared lost, and its range goes back to be sent again, when a flight
 //! sent after it was acknowledged some time ago or three flights later (RFC 9002 section 6.1), when
 //! the retransmission timeout passes, or when its connection dies. Retransmission slices the queued
 //! `Bytes`: no copy per send.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -21,9 +21,9 @@ use super::piece::{Piece, PieceEnd};
 use super::ranges::RangeSet;
 use super::transmit::ConnectionId;
 use atbus_proto::protocol::CloseReasonData;
-
-/// A flight counts as lost once a flight sent this many later has been acknowledged.
-const PACKET_THRESHOLD: u64 = 3;
+#[cfg(test)]
+use flights::Flight;
+use flights::Flights;
 
 /// A queued message, or the end of the stream.
 #[derive(Debug)]
@@ -45,19 +45,6 @@ impl Queued {
     fn end_offset(&self) -> u64 {
         self.start + self.data.len() as u64 + 1
     }
-}
-
-/// A piece on the wire, not yet acknowledged nor declared lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Flight {
-    /// The units it carried.
-    pub start: u64,
-    /// One past its last unit.
-    pub end: u64,
-    /// Where it went.
-    pub connection: ConnectionId,
-    /// When.
-    pub sent_at: Instant,
 }
 
 /// The peer acknowledged units that were never sent: it is broken or hostile.
@@ -89,14 +76,8 @@ pub(crate) struct SendStream {
     lost: RangeSet,
     /// Ranges above `acked` the peer reported received.
     received: RangeSet,
-    /// Pieces in flight by send sequence number, which orders them by send time.
-    flights: BTreeMap<u64, Flight>,
-    /// Send sequence number of the flight starting at each offset.
-    flight_at: BTreeMap<u64, u64>,
-    /// The next send sequence number.
-    next_seq: u64,
-    /// The highest send sequence number acknowledged so far.
-    largest_acked_seq: Option<u64>,
+    /// Pieces on the wire.
+    flights: Flights,
     /// The peer's reports tell exactly what arrived below this offset: the end of the highest
     /// received range it reported. Above it, not being acknowledged says nothing.
     known_until: u64,
@@ -109,9 +90,6 @@ pub(crate) struct SendStream {
     /// Units below this offset were abandoned, and when to announce it next: the peer is told
     /// with RESET_OFFSET until it acknowledges the offset.
     reset: Option<(u64, Instant)>,
-    /// Flights that left the books since the endpoint last took them, for the congestion
-    /// control of the connections they went out on.
-    departed: Vec<FlightLeft>,
 }
 
 impl SendStream {
@@ -126,16 +104,12 @@ impl SendStream {
             finished: false,
             lost: RangeSet::default(),
             received: RangeSet::default(),
-            flights: BTreeMap::new(),
-            flight_at: BTreeMap::new(),
-            next_seq: 0,
-            largest_acked_seq: None,
+            flights: Flights::default(),
             known_until: 0,
             window,
             window_announced: false,
             blocked_since: None,
             reset: None,
-            departed: Vec::new(),
         }
     }
 
@@ -187,11 +161,10 @@ impl SendStream {
     pub fn restart(&mut self, window: u64) -> u64 {
         let queue = std::mem::take(&mut self.queue);
         let finished = self.finished;
-        let seqs: Vec<u64> = self.flights.keys().copied().collect();
-        self.forget_flights(&seqs);
-        let departed = std::mem::take(&mut self.departed);
+        self.flights.forget_all();
+        let flights = std::mem::take(&mut self.flights);
         *self = SendStream::new(window);
-        self.departed = departed;
+        self.flights = flights;
         for queued in queue {
             self.enqueue(queued.data, queued.meta, queued.end, queued.queued_at);
         }
@@ -302,7 +275,7 @@ impl SendStream {
     /// Pieces currently in flight.
     #[cfg(test)]
     pub fn flights(&self) -> impl Iterator<Item = &Flight> {
-        self.flights.values()
+        self.flights.iter()
     }
 
     /// Cuts the next piece to send, of at most `max_data` data bytes, and records it as in flight
@@ -351,7 +324,7 @@ impl SendStream {
         let range = piece.start..piece.end_offset();
         self.lost.remove(range.clone());
         self.next_new = self.next_new.max(range.end);
-        self.record_flight(range, connection, now);
+        self.flights.record(range, connection, now);
         Some(piece)
     }
 
@@ -361,24 +334,6 @@ impl SendStream {
             .queue
             .partition_point(|queued| queued.end_offset() <= offset);
         (index < self.queue.len() && self.queue[index].start <= offset).then_some(index)
-    }
-
-    fn record_flight(&mut self, range: Range<u64>, connection: ConnectionId, now: Instant) {
-        if let Some(&old) = self.flight_at.get(&range.start) {
-            self.forget_flights(&[old]);
-        }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.flight_at.insert(range.start, seq);
-        self.flights.insert(
-            seq,
-            Flight {
-                start: range.start,
-                end: range.end,
-                connection,
-                sent_at: now,
-            },
-        );
     }
 
     /// Takes an acknowledgement: everything below `acknowledged` and the `received` ranges above
@@ -415,7 +370,7 @@ impl SendStream {
             }
             self.lost.remove_below(self.acked);
             self.received.remove_below(self.acked);
-            self.acknowledge_flights(0..self.acked);
+            self.flights.acknowledge(0..self.acked);
         }
         let reported = received
             .iter()
@@ -430,27 +385,9 @@ impl SendStream {
             }
             self.received.insert(range.clone());
             self.lost.remove(range.clone());
-            self.acknowledge_flights(range);
+            self.flights.acknowledge(range);
         }
         Ok(newly)
-    }
-
-    /// Drops the flights lying wholly inside `range`, noting the latest acknowledged.
-    fn acknowledge_flights(&mut self, range: Range<u64>) {
-        let starts: Vec<(u64, u64)> = self
-            .flight_at
-            .range(range.clone())
-            .map(|(&start, &seq)| (start, seq))
-            .collect();
-        for (start, seq) in starts {
-            if self.flights.get(&seq).is_some_and(|f| f.end <= range.end) {
-                if let Some(flight) = self.flights.remove(&seq) {
-                    self.depart(&flight, FlightFate::Acked);
-                }
-                self.flight_at.remove(&start);
-                self.largest_acked_seq = Some(self.largest_acked_seq.map_or(seq, |l| l.max(seq)));
-            }
-        }
     }
 
     /// Abandons the messages queued at or before `now - timeout` and not yet acknowledged, with
@@ -477,12 +414,7 @@ impl SendStream {
         self.next_new = self.next_new.max(offset);
         self.lost.remove_below(offset);
         self.received.remove_below(offset);
-        let below: Vec<u64> = self
-            .flight_at
-            .range(..offset)
-            .map(|(_, &seq)| seq)
-            .collect();
-        self.forget_flights(&below);
+        self.flights.forget_below(offset);
         self.reset = Some((offset, now));
         Some((count, units))
     }
@@ -521,37 +453,18 @@ impl SendStream {
         }
     }
 
-    /// The flights a later acknowledged flight has overtaken, among those the peer's reports
-    /// cover (below `known_until`): only there is "not acknowledged" a sign of loss.
-    fn overtaken(&self) -> impl Iterator<Item = (u64, &Flight)> {
-        let largest = self.largest_acked_seq.unwrap_or(0);
-        self.flights
-            .range(..largest)
-            .filter(|(_, flight)| flight.start < self.known_until)
-            .map(|(&seq, flight)| (seq, flight))
-    }
-
-    /// Declares lost the flights that a later acknowledged flight has overtaken: by
-    /// [`PACKET_THRESHOLD`] sends, or by `loss_delay` of time. Returns how many.
+    /// Declares lost the flights that a later acknowledged flight has overtaken, among those the
+    /// peer's reports cover: by three sends, or by `loss_delay` of time. Returns how many.
     pub fn detect_lost(&mut self, now: Instant, loss_delay: Duration) -> usize {
-        let Some(largest) = self.largest_acked_seq else {
-            return 0;
-        };
-        let overtaken: Vec<u64> = self
-            .overtaken()
-            .filter(|&(seq, flight)| {
-                seq + PACKET_THRESHOLD <= largest || flight.sent_at + loss_delay <= now
-            })
-            .map(|(seq, _)| seq)
-            .collect();
-        self.declare_lost(&overtaken, FlightFate::Lost)
+        let lost = self
+            .flights
+            .lost_by_overtaking(self.known_until, now, loss_delay);
+        self.declare_lost(&lost, FlightFate::Lost)
     }
 
     /// When the oldest overtaken flight, not yet lost, will be by time; `None` if none is.
     pub fn loss_time(&self, loss_delay: Duration) -> Option<Instant> {
-        self.overtaken()
-            .next()
-            .map(|(_, flight)| flight.sent_at + loss_delay)
+        self.flights.loss_time(self.known_until, loss_delay)
     }
 
     /// When the oldest flight has waited `rto`, declares it lost, so that it goes out again as a
@@ -559,41 +472,23 @@ impl SendStream {
     /// than resending everything in flight, much of which may have arrived). Returns how many
     /// flights were declared lost (0 or 1).
     pub fn on_timeout(&mut self, now: Instant, rto: Duration) -> usize {
-        let expired: Vec<u64> = self
-            .flights
-            .iter()
-            .take(1)
-            .filter(|(_, flight)| flight.sent_at + rto <= now)
-            .map(|(&seq, _)| seq)
-            .collect();
+        let expired = self.flights.timed_out(now, rto);
         self.declare_lost(&expired, FlightFate::TimedOut)
     }
 
     /// When the oldest flight's retransmission timeout passes.
     pub fn timeout_at(&self, rto: Duration) -> Option<Instant> {
-        self.flights
-            .first_key_value()
-            .map(|(_, flight)| flight.sent_at + rto)
+        self.flights.timeout_at(rto)
     }
 
     /// Declares lost every flight sent on `connection`, which died. Returns how many.
     pub fn on_connection_lost(&mut self, connection: ConnectionId) -> usize {
-        let on_it: Vec<u64> = self
-            .flights
-            .iter()
-            .filter(|(_, flight)| flight.connection == connection)
-            .map(|(&seq, _)| seq)
-            .collect();
+        let on_it = self.flights.on_connection(connection);
         self.declare_lost(&on_it, FlightFate::Lost)
     }
 
     fn declare_lost(&mut self, seqs: &[u64], fate: FlightFate) -> usize {
-        for seq in seqs {
-            let Some(flight) = self.flights.remove(seq) else {
-                continue;
-            };
-            self.flight_at.remove(&flight.start);
-            self.depart(&flight, fate);
+        for flight in self.flights.remove_lost(seqs, fate) {
             let range = flight.start.max(self.acked)..flight.end;
             self.lost.insert(range.clone());
             for received in self.received.overlapping(range) {
@@ -603,30 +498,14 @@ impl SendStream {
         seqs.len()
     }
 
-    /// Drops flights without news of their delivery.
-    fn forget_flights(&mut self, seqs: &[u64]) {
-        for seq in seqs {
-            if let Some(flight) = self.flights.remove(seq) {
-                self.flight_at.remove(&flight.start);
-                self.depart(&flight, FlightFate::Forgotten);
-            }
-        }
-    }
-
-    fn depart(&mut self, flight: &Flight, fate: FlightFate) {
-        self.departed.push(FlightLeft {
-            connection: flight.connection,
-            units: flight.end - flight.start,
-            sent_at: flight.sent_at,
-            fate,
-        });
-    }
-
-    /// Takes the flights that left the books since the last call.
+    /// Takes the flights that left the books since the last call, for the congestion control
+    /// of the connections they went out on.
     pub fn take_departed(&mut self) -> std::vec::Drain<'_, FlightLeft> {
-        self.departed.drain(..)
+        self.flights.take_departed()
     }
 }
+
+mod flights;
 
 #[cfg(test)]
 mod tests;
