@@ -132,6 +132,10 @@ async fn run_echo(args: &Args) -> anyhow_free::Result<()> {
         .start()
         .await?;
     println!("LISTENING {}", node.local_addresses()[0]);
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
     echo_loop(node, args.size).await
 }
 
@@ -170,7 +174,11 @@ async fn start_peer(args: &Args) -> anyhow_free::Result<(String, Option<Child>)>
     if let Some(dir) = &args.tls_dir {
         command.arg("--tls-dir").arg(dir);
     }
-    let mut child = command.stdout(Stdio::piped()).spawn()?;
+    // The peer exits when its stdin closes: when this process ends, however it ends.
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut lines = BufReader::new(tokio::process::ChildStdout::from_std(stdout)?).lines();
     while let Some(line) = lines.next_line().await? {
