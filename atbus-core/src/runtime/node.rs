@@ -136,7 +136,7 @@ impl NodeBuilder {
                 peers.push((peer.clone(), address.parse::<Address>()?));
             }
         }
-        let context = Arc::new(transport_context(
+        let context = Arc::new(TransportContext::for_node(
             self.tls.as_ref(),
             &listen,
             peers.iter().map(|(_, address)| address),
@@ -193,47 +193,6 @@ impl NodeBuilder {
             }),
         })
     }
-}
-
-/// Loads the TLS settings, and checks that every `tls://` and `quic://` address has what it
-/// needs: listening, a certificate and key; dialing, a CA.
-fn transport_context<'a>(
-    settings: Option<&TlsSettings>,
-    listen: &[Address],
-    peers: impl Iterator<Item = &'a Address>,
-) -> Result<TransportContext, NodeError> {
-    let secure = |address: &&Address| matches!(address, Address::Tls(_) | Address::Quic(_));
-    let listening = listen.iter().find(secure);
-    let dialing = peers.into_iter().find(secure);
-    let configs = match settings {
-        Some(settings) => Some(settings.load().map_err(transport::TransportError::from)?),
-        None => None,
-    };
-    match &configs {
-        None => {
-            if let Some(address) = listening.or(dialing) {
-                return Err(NodeError::Config(format!(
-                    "{address} needs TLS settings: call .tls(TlsSettings::new()…) on the builder \
-                     (YAML: a tls: section with cert, key and ca)"
-                )));
-            }
-        }
-        Some(configs) => {
-            if let Some(address) = listening.filter(|_| configs.tls_server.is_none()) {
-                return Err(NodeError::Config(format!(
-                    "listening on {address} needs a certificate and its key: \
-                     TlsSettings::identity_files(…) (YAML: tls.cert and tls.key)"
-                )));
-            }
-            if let Some(address) = dialing.filter(|_| configs.tls_client.is_none()) {
-                return Err(NodeError::Config(format!(
-                    "dialing {address} needs a CA to verify the server's certificate: \
-                     TlsSettings::ca_file(…) (YAML: tls.ca)"
-                )));
-            }
-        }
-    }
-    TransportContext::new(configs).map_err(|error| transport::TransportError::from(error).into())
 }
 
 struct Inner {

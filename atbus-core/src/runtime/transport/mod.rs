@@ -26,8 +26,9 @@ pub use counters::TransportCounters;
 
 use crate::address::Address;
 use crate::engine::{ConnectionId, ConnectionParams};
+use crate::runtime::NodeError;
 use crate::runtime::shared::Shared;
-use crate::runtime::tls_config::{TlsConfigs, TlsError};
+use crate::runtime::tls_config::{TlsConfigs, TlsError, TlsSettings};
 
 /// How long an accepted connection has to complete its TLS or QUIC handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,13 +43,54 @@ pub(crate) struct TransportContext {
 
 impl TransportContext {
     /// The context of a node with `tls` settings loaded (or none).
-    pub fn new(mut tls: Option<TlsConfigs>) -> Result<Self, TlsError> {
+    fn new(mut tls: Option<TlsConfigs>) -> Result<Self, TlsError> {
         let quic = quic::QuicEndpoints::new(tls.as_mut())?;
         Ok(Self {
             tls,
             quic,
             counters: Arc::default(),
         })
+    }
+
+    /// Loads the TLS settings, and checks that every `tls://` and `quic://` address has what it
+    /// needs: listening, a certificate and key; dialing, a CA.
+    pub fn for_node<'a>(
+        settings: Option<&TlsSettings>,
+        listen: &[Address],
+        mut peers: impl Iterator<Item = &'a Address>,
+    ) -> Result<Self, NodeError> {
+        let secure = |address: &&Address| matches!(address, Address::Tls(_) | Address::Quic(_));
+        let listening = listen.iter().find(secure);
+        let dialing = peers.find(secure);
+        let configs = match settings {
+            Some(settings) => Some(settings.load().map_err(TransportError::from)?),
+            None => None,
+        };
+        match &configs {
+            None => {
+                if let Some(address) = listening.or(dialing) {
+                    return Err(NodeError::Config(format!(
+                        "{address} needs TLS settings: call .tls(TlsSettings::new()…) on the builder \
+                         (YAML: a tls: section with cert, key and ca)"
+                    )));
+                }
+            }
+            Some(configs) => {
+                if let Some(address) = listening.filter(|_| configs.tls_server.is_none()) {
+                    return Err(NodeError::Config(format!(
+                        "listening on {address} needs a certificate and its key: \
+                         TlsSettings::identity_files(…) (YAML: tls.cert and tls.key)"
+                    )));
+                }
+                if let Some(address) = dialing.filter(|_| configs.tls_client.is_none()) {
+                    return Err(NodeError::Config(format!(
+                        "dialing {address} needs a CA to verify the server's certificate: \
+                         TlsSettings::ca_file(…) (YAML: tls.ca)"
+                    )));
+                }
+            }
+        }
+        Self::new(configs).map_err(|error| TransportError::from(error).into())
     }
 
     fn tls(&self, address: &Address) -> Result<&TlsConfigs, TransportError> {
