@@ -408,6 +408,14 @@ pub enum TlsError {
     /// A setting needs another one.
     #[error("tls: {0}")]
     Incomplete(&'static str),
+    /// The rustls configuration cannot carry QUIC (no TLS 1.3 cipher suite QUIC starts with).
+    #[error("tls: the {side} configuration does not suit QUIC: {reason}")]
+    Quic {
+        /// "server" or "client".
+        side: &'static str,
+        /// quinn's reason.
+        reason: String,
+    },
     /// rustls refused a configuration.
     #[error("tls: {context}: {source}")]
     Rustls {

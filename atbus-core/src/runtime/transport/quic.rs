@@ -28,8 +28,9 @@ use crate::engine::ConnectionId;
 use crate::runtime::shared::Shared;
 use crate::runtime::tls_config::{TlsConfigs, TlsError};
 
-/// Bytes a stream may have in flight unacknowledged, each way: large messages go at loopback
-/// speed instead of waiting for window updates.
+/// Bytes a stream may have in flight unacknowledged, each way: on paths with real latency a large
+/// message is not held to quinn's default of 1.25 MB per round trip (on loopback the round trip is
+/// so short that the defaults do as well: there QUIC is bound by its per-packet CPU work).
 const STREAM_WINDOW: u32 = 16 * 1024 * 1024;
 /// The same for the whole connection (one stream carries everything).
 const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
@@ -65,20 +66,18 @@ impl QuicEndpoints {
         };
         endpoints.half_rtt = !tls.require_client_cert;
         if let Some(config) = tls.quic_server.take() {
-            let crypto = QuicServerConfig::try_from(config).map_err(|error| {
-                TlsError::Verifier(format!(
-                    "the server configuration does not suit QUIC: {error}"
-                ))
+            let crypto = QuicServerConfig::try_from(config).map_err(|error| TlsError::Quic {
+                side: "server",
+                reason: error.to_string(),
             })?;
             let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
             server.transport_config(transport_config());
             endpoints.server = Some(server);
         }
         if let Some(config) = tls.quic_client.take() {
-            let crypto = QuicClientConfig::try_from(config).map_err(|error| {
-                TlsError::Verifier(format!(
-                    "the client configuration does not suit QUIC: {error}"
-                ))
+            let crypto = QuicClientConfig::try_from(config).map_err(|error| TlsError::Quic {
+                side: "client",
+                reason: error.to_string(),
             })?;
             let mut client = quinn::ClientConfig::new(Arc::new(crypto));
             client.transport_config(transport_config());
