@@ -2,13 +2,32 @@
 //!
 //! ```yaml
 //! name: orders
+//! namespace: shop                # a DNS subdomain (optional; default "default")
+//! labels: {app: orders, area.region: eu-west}   # matched by selectors (optional)
+//! annotations: {atbus.io/owner: "team blue"}    # free-form values (optional)
 //! tokens: ["a shared secret of at least 16 bytes"]   # the first is proved, all are accepted
 //! listen: ["tcp://0.0.0.0:7810", "udp://0.0.0.0:7810"]
 //! peers:
 //!   - name: billing
 //!     addresses: ["tcp://billing.internal:7810"]
+//!   - name: audit
+//!     addresses: ["udp://audit.internal:7810"]
+//!     connect: on_demand         # dialed at the first send (default: always, from the start)
 //! receive_buffer: 8388608        # bytes of messages held for recv (optional)
 //! max_message_size: 67108864     # bytes (optional)
+//! reconnect: {min: 50ms, max: 5s}  # backoff between dials of a lost connection (optional)
+//! engine:                        # the engine's limits and timers (each optional)
+//!   keep_alive_interval: 5s      # a connection quiet this long is pinged
+//!   idle_timeout: 30s            # a connection silent this long is dead
+//!   stream_send_window: 4194304  # units queued and unacknowledged per stream
+//!   peer_send_window: 16777216   # the same for all streams to one peer
+//!   peer_receive_budget: 83968000  # bytes received from one peer and not yet taken
+//!   stream_receive_window: 67174400  # units a stream may send beyond what was taken
+//!   max_streams_per_peer: 1024
+//!   message_timeout: 30s         # abandon messages unacknowledged this long (default: never)
+//!   max_ack_delay: 5ms
+//!   min_rto: 20ms
+//!   max_rto: 10s
 //! tls:                           # for tls:// and quic:// (optional)
 //!   cert: /etc/atbus/orders.pem  # this node's certificate chain, PEM, leaf first (to listen)
 //!   key: /etc/atbus/orders.key   # its private key, PEM
@@ -20,12 +39,14 @@
 //! Relative paths in `tls` are relative to the YAML file's folder when it is read with
 //! [`NodeConfig::from_file`], to the working directory otherwise.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use super::builder::NodeBuilder;
 use super::error::NodeError;
-use super::node::NodeBuilder;
 use super::tls_config::TlsSettings;
 use crate::engine::{EngineConfig, Token};
 
@@ -35,6 +56,15 @@ use crate::engine::{EngineConfig, Token};
 pub struct NodeConfig {
     /// The node's name.
     pub name: String,
+    /// The node's namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Labels, matched by selectors.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
     /// Shared tokens: the first is proved when connecting, all are accepted.
     #[serde(default)]
     pub tokens: Vec<String>,
@@ -53,6 +83,138 @@ pub struct NodeConfig {
     /// TLS for `tls://` and `quic://` addresses.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Reconnection backoff.
+    #[serde(default)]
+    pub reconnect: Option<ReconnectConfig>,
+    /// The engine's limits and timers.
+    #[serde(default)]
+    pub engine: EngineSection,
+}
+
+/// The `reconnect` section: delays between dials of a lost connection, doubling from `min` to
+/// `max`, with jitter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconnectConfig {
+    /// The first delay.
+    #[serde(deserialize_with = "duration")]
+    pub min: Duration,
+    /// The largest delay.
+    #[serde(deserialize_with = "duration")]
+    pub max: Duration,
+}
+
+/// The `engine` section: each field, when present, replaces the engine's default (see
+/// [`EngineConfig`] for what each means).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// [`EngineConfig::keep_alive_interval`].
+    #[serde(default, deserialize_with = "some_duration")]
+    pub keep_alive_interval: Option<Duration>,
+    /// [`EngineConfig::idle_timeout`].
+    #[serde(default, deserialize_with = "some_duration")]
+    pub idle_timeout: Option<Duration>,
+    /// [`EngineConfig::stream_send_window`].
+    #[serde(default)]
+    pub stream_send_window: Option<u64>,
+    /// [`EngineConfig::peer_send_window`].
+    #[serde(default)]
+    pub peer_send_window: Option<u64>,
+    /// [`EngineConfig::peer_receive_budget`].
+    #[serde(default)]
+    pub peer_receive_budget: Option<usize>,
+    /// [`EngineConfig::stream_receive_window`].
+    #[serde(default)]
+    pub stream_receive_window: Option<u64>,
+    /// [`EngineConfig::max_streams_per_peer`].
+    #[serde(default)]
+    pub max_streams_per_peer: Option<usize>,
+    /// [`EngineConfig::message_timeout`].
+    #[serde(default, deserialize_with = "some_duration")]
+    pub message_timeout: Option<Duration>,
+    /// [`EngineConfig::max_ack_delay`].
+    #[serde(default, deserialize_with = "some_duration")]
+    pub max_ack_delay: Option<Duration>,
+    /// [`EngineConfig::min_rto`].
+    #[serde(default, deserialize_with = "some_duration")]
+    pub min_rto: Option<Duration>,
+    /// [`EngineConfig::max_rto`].
+    #[serde(default, deserialize_with = "some_duration")]
+    pub max_rto: Option<Duration>,
+}
+
+impl EngineSection {
+    /// `config` with the fields present here replacing its own.
+    pub fn apply(&self, mut config: EngineConfig) -> EngineConfig {
+        fn set<T: Copy>(field: &mut T, value: Option<T>) {
+            if let Some(value) = value {
+                *field = value;
+            }
+        }
+        set(&mut config.keep_alive_interval, self.keep_alive_interval);
+        set(&mut config.idle_timeout, self.idle_timeout);
+        set(&mut config.stream_send_window, self.stream_send_window);
+        set(&mut config.peer_send_window, self.peer_send_window);
+        set(&mut config.peer_receive_budget, self.peer_receive_budget);
+        set(
+            &mut config.stream_receive_window,
+            self.stream_receive_window,
+        );
+        set(&mut config.max_streams_per_peer, self.max_streams_per_peer);
+        set(&mut config.max_ack_delay, self.max_ack_delay);
+        set(&mut config.min_rto, self.min_rto);
+        set(&mut config.max_rto, self.max_rto);
+        if self.message_timeout.is_some() {
+            config.message_timeout = self.message_timeout;
+        }
+        config
+    }
+}
+
+/// A duration written as a number and a unit: `250ms`, `5s`, `2m`, `1h` (a bare number is
+/// seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration: write e.g. 250ms, 5s, 2m or 1h"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|error| format!("{text:?}: {error}"))
+}
+
+/// A duration field: a string like `5s`, or a number of seconds.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Seconds(f64),
+        Text(String),
+    }
+    match Text::deserialize(deserializer)? {
+        Text::Seconds(seconds) => {
+            Duration::try_from_secs_f64(seconds).map_err(serde::de::Error::custom)
+        }
+        Text::Text(text) => parse_duration(&text).map_err(serde::de::Error::custom),
+    }
+}
+
+fn some_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    duration(deserializer).map(Some)
 }
 
 /// The `tls` section of a [`NodeConfig`]: PEM files, and the mutual-TLS and name settings.
@@ -133,6 +295,20 @@ pub struct PeerConfig {
     pub name: String,
     /// Where it listens; one connection per address.
     pub addresses: Vec<String>,
+    /// When to dial it.
+    #[serde(default)]
+    pub connect: Connect,
+}
+
+/// When a configured peer is dialed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Connect {
+    /// From the start, and kept connected.
+    #[default]
+    Always,
+    /// At the first send to it, then kept connected.
+    OnDemand,
 }
 
 impl NodeConfig {
@@ -157,6 +333,15 @@ impl NodeConfig {
     /// A builder with this configuration (code may still change it before `start`).
     pub fn builder(&self) -> Result<NodeBuilder, NodeError> {
         let mut builder = super::Node::builder().name(self.name.clone());
+        if let Some(namespace) = &self.namespace {
+            builder = builder.namespace(namespace.clone());
+        }
+        for (key, value) in &self.labels {
+            builder = builder.label(key.clone(), value.clone());
+        }
+        for (key, value) in &self.annotations {
+            builder = builder.annotation(key.clone(), value.clone());
+        }
         for (index, token) in self.tokens.iter().enumerate() {
             let token = Token::new(token)
                 .map_err(|error| NodeError::Config(format!("tokens[{index}]: {error}")))?;
@@ -166,18 +351,27 @@ impl NodeConfig {
             builder = builder.listen(address.clone());
         }
         for peer in &self.peers {
-            builder = builder.peer(peer.name.clone(), peer.addresses.clone());
+            builder = match peer.connect {
+                Connect::Always => builder.peer(peer.name.clone(), peer.addresses.clone()),
+                Connect::OnDemand => {
+                    builder.peer_on_demand(peer.name.clone(), peer.addresses.clone())
+                }
+            };
+        }
+        if let Some(reconnect) = &self.reconnect {
+            builder = builder.reconnect_backoff(reconnect.min, reconnect.max);
         }
         if let Some(bytes) = self.receive_buffer {
             builder = builder.receive_buffer(bytes);
         }
+        let mut engine = self.engine.apply(EngineConfig::default());
         if let Some(max) = self.max_message_size {
-            let engine = EngineConfig {
-                max_message_size: max,
-                ..EngineConfig::default()
-            };
-            builder = builder.engine(engine);
+            engine.max_message_size = max;
         }
+        engine
+            .validate()
+            .map_err(|error| NodeError::Config(format!("engine: {error}")))?;
+        builder = builder.engine(engine);
         if let Some(tls) = &self.tls {
             builder = builder.tls(tls.settings()?);
         }
@@ -223,6 +417,61 @@ mod tests {
         let typo = NodeConfig::from_yaml("name: a\ntls:\n  certificate: a.pem\n")
             .expect_err("unknown field");
         assert!(typo.to_string().contains("certificate"), "{typo}");
+    }
+
+    #[test]
+    fn metadata_peers_on_demand_reconnect_and_engine_limits_parse() {
+        let config = NodeConfig::from_yaml(
+            "name: orders\n\
+             namespace: shop\n\
+             labels: {app: orders, area.region: eu-west}\n\
+             annotations: {atbus.io/owner: team blue}\n\
+             peers:\n  - name: audit\n    addresses: [\"udp://127.0.0.1:1\"]\n    connect: on_demand\n\
+             reconnect: {min: 100ms, max: 2}\n\
+             engine:\n  keep_alive_interval: 250ms\n  idle_timeout: 2m\n  message_timeout: 1.5s\n  \
+             stream_send_window: 1048576\n",
+        )
+        .expect("valid");
+        assert_eq!(config.namespace.as_deref(), Some("shop"));
+        assert_eq!(config.labels["area.region"], "eu-west");
+        assert_eq!(config.peers[0].connect, Connect::OnDemand);
+        let reconnect = config.reconnect.as_ref().expect("reconnect");
+        assert_eq!(
+            (reconnect.min, reconnect.max),
+            (Duration::from_millis(100), Duration::from_secs(2))
+        );
+        let engine = config.engine.apply(EngineConfig::default());
+        assert_eq!(engine.keep_alive_interval, Duration::from_millis(250));
+        assert_eq!(engine.idle_timeout, Duration::from_secs(120));
+        assert_eq!(engine.message_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(engine.stream_send_window, 1 << 20);
+        assert_eq!(
+            engine.peer_send_window,
+            EngineConfig::default().peer_send_window
+        );
+        assert!(config.builder().is_ok());
+    }
+
+    #[test]
+    fn bad_durations_and_limits_that_do_not_fit_are_named() {
+        let unit = NodeConfig::from_yaml("name: a\nengine:\n  idle_timeout: 5 parsecs\n")
+            .expect_err("a bad unit");
+        assert!(unit.to_string().contains("parsecs"), "{unit}");
+        let connect = NodeConfig::from_yaml(
+            "name: a\npeers:\n  - name: b\n    addresses: []\n    connect: sometimes\n",
+        )
+        .expect_err("a bad connect");
+        assert!(connect.to_string().contains("sometimes"), "{connect}");
+        let budget = NodeConfig::from_yaml("name: a\nengine:\n  peer_receive_budget: 1024\n")
+            .expect("parses")
+            .builder()
+            .expect_err("a budget below the largest message");
+        assert!(
+            budget.to_string().contains("peer_receive_budget"),
+            "{budget}"
+        );
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("fast").is_err());
     }
 
     #[test]

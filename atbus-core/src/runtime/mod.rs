@@ -6,18 +6,25 @@
 //! to where it goes (`shared`): transmits to the connections' writers, messages to the inbox,
 //! replies to the requests waiting for them.
 
+mod builder;
 mod config;
+mod dialer;
 mod error;
 mod message;
+mod metadata;
 mod node;
 mod shared;
 mod tasks;
 mod tls_config;
 pub mod transport;
 
-pub use config::{NodeConfig, PeerConfig, TlsConfig};
+pub use builder::NodeBuilder;
+pub use config::{
+    Connect, EngineSection, NodeConfig, PeerConfig, ReconnectConfig, TlsConfig, parse_duration,
+};
 pub use error::NodeError;
 pub use message::{Message, NodeEvent};
-pub use node::{DEFAULT_STREAM, Node, NodeBuilder, NodeStream};
+pub use metadata::NodeMetadata;
+pub use node::{ConnectionInfo, DEFAULT_STREAM, Node, NodeStream};
 pub use tls_config::{TlsError, TlsSettings};
 pub use transport::TransportCounters;

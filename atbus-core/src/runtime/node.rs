@@ -3,204 +3,49 @@
 
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use atbus_proto::protocol::{AtbusCloseReason, CloseReasonData, PacketOptions};
 use bytes::Bytes;
 use tokio::sync::{broadcast, oneshot, watch};
 
+use super::builder::NodeBuilder;
+use super::dialer::Dialer;
 use super::error::NodeError;
 use super::message::{Message, NodeEvent};
+use super::metadata::NodeMetadata;
 use super::shared::Shared;
-use super::tasks::{self, Backoff};
-use super::tls_config::TlsSettings;
-use super::transport::{self, Listener, TransportContext, TransportCounters};
+use super::transport::{TransportContext, TransportCounters};
 use crate::address::Address;
-use crate::engine::{
-    ConnectOptions, ConnectionId, Credential, Endpoint, EngineConfig, EngineStats, MessageMeta,
-    Token,
-};
+use crate::engine::{ConnectionId, EngineStats, MessageMeta};
 
 /// The stream `send` and `request` use when none is given.
 pub const DEFAULT_STREAM: i64 = 0;
 
-/// Configures and starts a [`Node`].
-#[derive(Debug, Clone)]
-pub struct NodeBuilder {
-    name: Option<String>,
-    tokens: Vec<Token>,
-    credential: Option<Credential>,
-    listen: Vec<String>,
-    peers: Vec<(String, Vec<String>)>,
-    engine: EngineConfig,
-    backoff: Backoff,
-    receive_buffer: usize,
-    tls: Option<TlsSettings>,
+/// What the handles of one node share.
+pub(super) struct Inner {
+    pub name: String,
+    pub metadata: NodeMetadata,
+    pub shared: Arc<Shared>,
+    pub context: Arc<TransportContext>,
+    pub dialer: Dialer,
+    pub local: Vec<Address>,
+    pub stop: watch::Sender<bool>,
 }
 
-impl NodeBuilder {
-    /// The node's name, unique on the bus.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// A token shared with the peers: accepted from connecting peers, and proved when
-    /// connecting (unless [`credential`](Self::credential) says otherwise). Call it again to
-    /// accept several tokens during a rotation; the first one is proved.
-    pub fn token(mut self, token: Token) -> Self {
-        self.tokens.push(token);
-        self
-    }
-
-    /// What this node proves when it connects, when that is not its first token (an identity
-    /// issued to it, or anonymity).
-    pub fn credential(mut self, credential: Credential) -> Self {
-        self.credential = Some(credential);
-        self
-    }
-
-    /// An address to listen on, e.g. `tcp://127.0.0.1:7800` (port 0 picks a free port; see
-    /// [`Node::local_addresses`]).
-    pub fn listen(mut self, address: impl Into<String>) -> Self {
-        self.listen.push(address.into());
-        self
-    }
-
-    /// A peer to keep connected, at each of `addresses` (one connection per address; the
-    /// engine spreads streams over them and survives the loss of any).
-    pub fn peer<A: Into<String>>(
-        mut self,
-        name: impl Into<String>,
-        addresses: impl IntoIterator<Item = A>,
-    ) -> Self {
-        self.peers
-            .push((name.into(), addresses.into_iter().map(Into::into).collect()));
-        self
-    }
-
-    /// The engine's limits and timers (windows, timeouts, authentication rules).
-    pub fn engine(mut self, config: EngineConfig) -> Self {
-        self.engine = config;
-        self
-    }
-
-    /// Bytes of received messages held for [`Node::recv`] (default 8 MiB). Beyond it messages
-    /// wait in the engine, and once its windows fill the senders wait: a slow reader slows its
-    /// senders instead of growing memory.
-    pub fn receive_buffer(mut self, bytes: usize) -> Self {
-        self.receive_buffer = bytes.max(1);
-        self
-    }
-
-    /// Reconnection delays: from `min`, doubling up to `max`, with jitter. Default 50 ms to 5 s.
-    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.backoff = Backoff {
-            min,
-            max: max.max(min),
-        };
-        self
-    }
-
-    /// TLS settings for `tls://` and `quic://` listeners and peers: this node's certificate and
-    /// key, the CAs its peers' certificates must chain to, and whether clients need certificates.
-    /// The atbus token handshake still runs over every connection.
-    pub fn tls(mut self, settings: TlsSettings) -> Self {
-        self.tls = Some(settings);
-        self
-    }
-
-    /// Binds the listeners, starts connecting to the peers, and returns the running node.
-    pub async fn start(self) -> Result<Node, NodeError> {
-        let name = self
-            .name
-            .ok_or_else(|| NodeError::Config("a node needs a name: call .name(…)".into()))?;
-        let credential = match (self.credential, self.tokens.first()) {
-            (Some(credential), _) => Some(credential),
-            (None, Some(token)) => Some(Credential::Token(token.clone())),
-            (None, None) => None,
-        };
-        if credential.is_none() && !self.peers.is_empty() {
-            return Err(NodeError::Config(
-                "connecting to peers needs a token or a credential: call .token(…)".into(),
-            ));
-        }
-        let listen: Vec<Address> = self
-            .listen
-            .iter()
-            .map(|text| text.parse())
-            .collect::<Result<_, _>>()?;
-        let mut peers = Vec::new();
-        for (peer, addresses) in &self.peers {
-            for address in addresses {
-                peers.push((peer.clone(), address.parse::<Address>()?));
-            }
-        }
-        let context = Arc::new(TransportContext::for_node(
-            self.tls.as_ref(),
-            &listen,
-            peers.iter().map(|(_, address)| address),
-        )?);
-        let mut engine = self.engine;
-        engine.auth.tokens.extend(self.tokens.iter().cloned());
-        let endpoint = Endpoint::new(name.clone(), engine, Instant::now());
-        let (stop, stop_rx) = watch::channel(false);
-        let shared = Shared::new(endpoint, self.receive_buffer, stop_rx.clone());
-
-        let mut listeners = Vec::new();
-        let mut local = Vec::new();
-        for address in &listen {
-            if let Address::Udp(_) = address {
-                let bound = transport::bind_udp(&shared, address).await?;
-                tracing::info!(node = %name, address = %bound, "listening");
-                local.push(bound);
-                continue;
-            }
-            let (listener, bound) = Listener::bind(address, &context).await?;
-            tracing::info!(node = %name, address = %bound, "listening");
-            listeners.push(listener);
-            local.push(bound);
-        }
-        for listener in listeners {
-            tokio::spawn(tasks::accept_loop(
-                shared.clone(),
-                context.clone(),
-                listener,
-                stop_rx.clone(),
-            ));
-        }
-        tokio::spawn(tasks::timer_loop(shared.clone(), stop_rx.clone()));
-        if let Some(credential) = credential {
-            for (peer, address) in peers {
-                let options = ConnectOptions::new(peer, credential.clone());
-                tokio::spawn(tasks::dial_loop(
-                    shared.clone(),
-                    context.clone(),
-                    address,
-                    options,
-                    self.backoff,
-                    stop_rx.clone(),
-                ));
-            }
-        }
-        Ok(Node {
-            inner: Arc::new(Inner {
-                name,
-                shared,
-                context,
-                local,
-                stop,
-            }),
-        })
-    }
-}
-
-struct Inner {
-    name: String,
-    shared: Arc<Shared>,
-    context: Arc<TransportContext>,
-    local: Vec<Address>,
-    stop: watch::Sender<bool>,
+/// One of the node's connections, from [`Node::connection_info`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// Its id.
+    pub id: ConnectionId,
+    /// Where it goes (the address dialed, or the remote end of an accepted one).
+    pub remote: String,
+    /// The peer, once authenticated.
+    pub peer: Option<String>,
+    /// Its smoothed round-trip time, once measured.
+    pub rtt: Option<Duration>,
+    /// A datagram connection's congestion window and the units in flight on it.
+    pub congestion_window: Option<(u64, u64)>,
 }
 
 /// A running node: a cheap handle, cloned freely between tasks.
@@ -235,7 +80,7 @@ struct Inner {
 /// ```
 #[derive(Clone)]
 pub struct Node {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Node {
@@ -250,25 +95,66 @@ impl std::fmt::Debug for Node {
 impl Node {
     /// A builder with no name, no listeners, no peers and the engine's defaults.
     pub fn builder() -> NodeBuilder {
-        NodeBuilder {
-            name: None,
-            tokens: Vec::new(),
-            credential: None,
-            listen: Vec::new(),
-            peers: Vec::new(),
-            engine: EngineConfig::default(),
-            backoff: Backoff {
-                min: Duration::from_millis(50),
-                max: Duration::from_secs(5),
-            },
-            receive_buffer: 8 * 1024 * 1024,
-            tls: None,
-        }
+        NodeBuilder::new()
     }
 
     /// The node's name.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The node's namespace, labels and annotations.
+    pub fn metadata(&self) -> &NodeMetadata {
+        &self.inner.metadata
+    }
+
+    /// Keeps `peer` connected from now on, one connection per address (added to any it had).
+    /// Fails on an address that does not parse, or one this node cannot dial (a `tls://` or
+    /// `quic://` peer without a CA, a node with no token or credential).
+    pub fn add_peer<A: AsRef<str>>(
+        &self,
+        peer: &str,
+        addresses: impl IntoIterator<Item = A>,
+    ) -> Result<(), NodeError> {
+        let addresses = self.dialable(addresses)?;
+        self.inner.dialer.dial(peer, &addresses);
+        Ok(())
+    }
+
+    /// Dials `peer` at `addresses` when the application first sends to it; see
+    /// [`NodeBuilder::peer_on_demand`].
+    pub fn add_peer_on_demand<A: AsRef<str>>(
+        &self,
+        peer: &str,
+        addresses: impl IntoIterator<Item = A>,
+    ) -> Result<(), NodeError> {
+        let addresses = self.dialable(addresses)?;
+        self.inner.dialer.dial_on_demand(peer, addresses);
+        Ok(())
+    }
+
+    /// The peers added on demand that nothing was sent to yet (they are not dialed).
+    pub fn peers_waiting_for_demand(&self) -> Vec<String> {
+        self.inner.dialer.waiting_peers()
+    }
+
+    fn dialable<A: AsRef<str>>(
+        &self,
+        addresses: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Address>, NodeError> {
+        if !self.inner.dialer.can_dial() {
+            return Err(NodeError::Config(
+                "connecting to peers needs a token or a credential: call .token(…) on the builder"
+                    .into(),
+            ));
+        }
+        let mut parsed = Vec::new();
+        for address in addresses {
+            let address: Address = address.as_ref().parse()?;
+            self.inner.context.check_dial(&address)?;
+            parsed.push(address);
+        }
+        Ok(parsed)
     }
 
     /// The addresses the node listens on, with the ports the system chose for port 0.
@@ -305,6 +191,25 @@ impl Node {
             })
             .collect();
         connections.sort();
+        connections
+    }
+
+    /// The node's connections with their round-trip times and, for datagram connections,
+    /// congestion windows.
+    pub fn connection_info(&self) -> Vec<ConnectionInfo> {
+        let state = self.inner.shared.lock();
+        let mut connections: Vec<_> = state
+            .links
+            .iter()
+            .map(|(&id, link)| ConnectionInfo {
+                id,
+                remote: link.remote.clone(),
+                peer: state.endpoint.peer_identity(id).map(|i| i.name.clone()),
+                rtt: state.endpoint.rtt(id),
+                congestion_window: state.endpoint.congestion_window(id),
+            })
+            .collect();
+        connections.sort_by_key(|info| info.id);
         connections
     }
 
@@ -370,6 +275,7 @@ impl Node {
         data: Bytes,
         meta: MessageMeta,
     ) -> Result<(), NodeError> {
+        self.inner.dialer.on_send(peer);
         self.inner.shared.with(|state| {
             if state.shutting_down {
                 return Err(NodeError::Shutdown);

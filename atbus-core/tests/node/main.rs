@@ -6,5 +6,6 @@ mod backpressure;
 mod failover;
 mod large;
 mod messaging;
+mod peers;
 mod secure;
 mod support;

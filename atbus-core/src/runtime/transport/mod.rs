@@ -98,6 +98,19 @@ impl TransportContext {
             address: address.to_string(),
         })
     }
+
+    /// Whether this node can dial `address`: a `tls://` or `quic://` peer needs a CA to verify
+    /// it (peers added after start are checked here, those of the builder by `for_node`).
+    pub fn check_dial(&self, address: &Address) -> Result<(), NodeError> {
+        let secure = matches!(address, Address::Tls(_) | Address::Quic(_));
+        if secure && self.tls.as_ref().is_none_or(|tls| tls.tls_client.is_none()) {
+            return Err(NodeError::Config(format!(
+                "dialing {address} needs TLS settings with a CA to verify the server's \
+                 certificate: TlsSettings::ca_file(…) on the builder (YAML: tls.ca)"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// A connection just opened or accepted, before the engine knows it.

@@ -1,0 +1,103 @@
+//! Who the node dials and how: the credential it proves, the reconnection backoff, and the peers
+//! whose connections start only when the application first sends to them (connect on demand).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use super::shared::Shared;
+use super::tasks::{self, Backoff};
+use super::transport::TransportContext;
+use crate::address::Address;
+use crate::engine::{ConnectOptions, Credential};
+
+/// Starts the dial loops of a node's peers.
+pub(crate) struct Dialer {
+    shared: Arc<Shared>,
+    context: Arc<TransportContext>,
+    /// What the node proves when it connects; `None` for a node that only listens.
+    credential: Option<Credential>,
+    backoff: Backoff,
+    stop: watch::Receiver<bool>,
+    /// Peers dialed on demand and not dialed yet, with their addresses.
+    waiting: Mutex<HashMap<String, Vec<Address>>>,
+}
+
+impl Dialer {
+    /// A dialer for the node behind `shared`.
+    pub fn new(
+        shared: Arc<Shared>,
+        context: Arc<TransportContext>,
+        credential: Option<Credential>,
+        backoff: Backoff,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            shared,
+            context,
+            credential,
+            backoff,
+            stop,
+            waiting: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether the node can dial at all (it has something to prove).
+    pub fn can_dial(&self) -> bool {
+        self.credential.is_some()
+    }
+
+    /// Keeps one connection to `peer` at each of `addresses` from now on.
+    pub fn dial(&self, peer: &str, addresses: &[Address]) {
+        let Some(credential) = &self.credential else {
+            return;
+        };
+        for address in addresses {
+            let options = ConnectOptions::new(peer.to_string(), credential.clone());
+            tokio::spawn(tasks::dial_loop(
+                self.shared.clone(),
+                self.context.clone(),
+                address.clone(),
+                options,
+                self.backoff,
+                self.stop.clone(),
+            ));
+        }
+    }
+
+    /// Remembers `peer` at `addresses`, to be dialed when the application first sends to it.
+    pub fn dial_on_demand(&self, peer: &str, addresses: Vec<Address>) {
+        self.waiting()
+            .entry(peer.to_string())
+            .or_default()
+            .extend(addresses);
+    }
+
+    /// The application sends to `peer`: if it waits to be dialed, dial it now.
+    pub fn on_send(&self, peer: &str) {
+        // The common case (nothing waits) costs one uncontended lock.
+        let addresses = {
+            let mut waiting = self.waiting();
+            if waiting.is_empty() {
+                return;
+            }
+            waiting.remove(peer)
+        };
+        if let Some(addresses) = addresses {
+            tracing::debug!(peer, "first send: dialing on demand");
+            self.dial(peer, &addresses);
+        }
+    }
+
+    /// Peers that wait to be dialed.
+    pub fn waiting_peers(&self) -> Vec<String> {
+        let mut peers: Vec<String> = self.waiting().keys().cloned().collect();
+        peers.sort();
+        peers
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Address>>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
