@@ -16,6 +16,7 @@ mod node;
 mod shared;
 mod tasks;
 mod tls_config;
+mod traffic;
 pub mod transport;
 
 pub use builder::NodeBuilder;
@@ -27,4 +28,5 @@ pub use message::{Message, NodeEvent};
 pub use metadata::NodeMetadata;
 pub use node::{ConnectionInfo, DEFAULT_STREAM, Node, NodeStream};
 pub use tls_config::{TlsError, TlsSettings};
+pub use traffic::TrafficCounters;
 pub use transport::TransportCounters;

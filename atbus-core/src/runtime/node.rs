@@ -15,6 +15,7 @@ use super::error::NodeError;
 use super::message::{Message, NodeEvent};
 use super::metadata::NodeMetadata;
 use super::shared::Shared;
+use super::traffic::TrafficCounters;
 use super::transport::{TransportContext, TransportCounters};
 use crate::address::Address;
 use crate::engine::{ConnectionId, EngineStats, MessageMeta};
@@ -165,6 +166,11 @@ impl Node {
     /// The engine's counters.
     pub fn stats(&self) -> EngineStats {
         self.inner.shared.lock().endpoint.stats().clone()
+    }
+
+    /// Connections and bytes by transport (`tcp`, `udp`, …), for those that carried any.
+    pub fn traffic(&self) -> std::collections::BTreeMap<&'static str, TrafficCounters> {
+        self.inner.shared.lock().traffic.snapshot()
     }
 
     /// The transports' counters: TLS and QUIC handshakes, QUIC 0-RTT tried and taken.

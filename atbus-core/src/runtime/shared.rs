@@ -15,6 +15,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, broadcast, oneshot, watch};
 
 use super::message::{Message, NodeEvent};
+use super::traffic::Traffic;
 use super::transport::udp::UdpHub;
 use crate::engine::{ConnectionId, Endpoint, Event};
 
@@ -29,6 +30,8 @@ pub(crate) struct Link {
     pub closing: bool,
     /// Where it goes, for logs and the node's views.
     pub remote: String,
+    /// Its transport's slot in the traffic counters.
+    traffic_slot: Option<usize>,
 }
 
 /// Everything behind the lock.
@@ -52,6 +55,8 @@ pub(crate) struct State {
     pub shutting_down: bool,
     /// The deadline the timer task sleeps until.
     pub armed_timer: Option<Instant>,
+    /// Connections and bytes by transport.
+    pub traffic: Traffic,
 }
 
 /// Wake-ups to deliver after the lock is released.
@@ -97,6 +102,7 @@ impl Shared {
                 next_request: 1,
                 shutting_down: false,
                 armed_timer: None,
+                traffic: Traffic::default(),
             }),
             timer: Notify::new(),
             inbox: Notify::new(),
@@ -131,10 +137,24 @@ impl Shared {
     /// connection no longer known counts as done).
     pub fn take_queue(&self, id: ConnectionId) -> (Vec<Bytes>, bool) {
         let mut state = self.lock();
-        match state.links.get_mut(&id) {
-            Some(link) => (std::mem::take(&mut link.queue), link.closing),
+        let State { links, traffic, .. } = &mut *state;
+        match links.get_mut(&id) {
+            Some(link) => {
+                let queue = std::mem::take(&mut link.queue);
+                if let Some(counters) = traffic.get_mut(link.traffic_slot) {
+                    counters.transmits_sent += queue.len() as u64;
+                    counters.bytes_sent +=
+                        queue.iter().map(|frame| frame.len() as u64).sum::<u64>();
+                }
+                (queue, link.closing)
+            }
             None => (Vec::new(), true),
         }
+    }
+
+    /// Feeds `data`, received on connection `id`, to the engine (and drives it).
+    pub fn input(&self, id: ConnectionId, data: Bytes) {
+        self.with(|state| state.input(Instant::now(), id, data));
     }
 
     fn wake(&self, wakeups: Wakeups) {
@@ -163,6 +183,10 @@ impl State {
         let id = ConnectionId(self.next_connection);
         self.next_connection += 1;
         let notify = Arc::new(Notify::new());
+        let traffic_slot = Traffic::slot(&remote);
+        if let Some(counters) = self.traffic.get_mut(traffic_slot) {
+            counters.connections_opened += 1;
+        }
         self.links.insert(
             id,
             Link {
@@ -170,9 +194,28 @@ impl State {
                 notify: notify.clone(),
                 closing: false,
                 remote,
+                traffic_slot,
             },
         );
         (id, notify)
+    }
+
+    /// Forgets connection `id`'s queue: the transport is done with it.
+    pub fn remove_link(&mut self, id: ConnectionId) {
+        if let Some(link) = self.links.remove(&id) {
+            if let Some(counters) = self.traffic.get_mut(link.traffic_slot) {
+                counters.connections_closed += 1;
+            }
+        }
+    }
+
+    /// Feeds `data`, received on connection `id`, to the engine.
+    pub fn input(&mut self, now: Instant, id: ConnectionId, data: Bytes) {
+        let slot = self.links.get(&id).and_then(|link| link.traffic_slot);
+        if let Some(counters) = self.traffic.get_mut(slot) {
+            counters.bytes_received += data.len() as u64;
+        }
+        self.endpoint.handle_input(now, id, data);
     }
 
     /// A fresh request id.

@@ -92,7 +92,7 @@ async fn open_accepted(
             Ok(()) => Some((id, notify)),
             Err(error) => {
                 tracing::warn!(%error, remote, "connection not accepted");
-                state.links.remove(&id);
+                state.remove_link(id);
                 None
             }
         }
@@ -149,7 +149,7 @@ pub(crate) async fn dial_loop(
                         Ok(()) => Some((id, notify)),
                         Err(error) => {
                             tracing::warn!(%error, %address, "connection not opened");
-                            state.links.remove(&id);
+                            state.remove_link(id);
                             None
                         }
                     }

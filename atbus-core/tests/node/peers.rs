@@ -30,7 +30,11 @@ async fn a_peer_on_demand_is_dialed_at_the_first_send_and_gets_the_message() {
         .expect("client");
     // Nothing is dialed before the application needs the peer.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(client.connections().is_empty(), "{:?}", client.connections());
+    assert!(
+        client.connections().is_empty(),
+        "{:?}",
+        client.connections()
+    );
     assert_eq!(client.peers_waiting_for_demand(), ["server"]);
 
     client.send("server", "first").await.expect("send");
@@ -68,7 +72,9 @@ async fn a_peer_added_to_a_running_node_is_connected_and_bad_peers_are_refused()
         .start()
         .await
         .expect("a node with no token");
-    let no_token = listener_only.add_peer("server", ["tcp://127.0.0.1:1"]).unwrap_err();
+    let no_token = listener_only
+        .add_peer("server", ["tcp://127.0.0.1:1"])
+        .unwrap_err();
     assert!(no_token.to_string().contains("token"), "{no_token}");
     listener_only.shutdown().await;
     client.shutdown().await;
@@ -76,7 +82,7 @@ async fn a_peer_added_to_a_running_node_is_connected_and_bad_peers_are_refused()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_reports_its_metadata_and_its_connections_round_trip_times() {
+async fn a_node_reports_its_metadata_its_connections_round_trip_times_and_its_traffic() {
     let server = server("udp").await;
     let client = Node::builder()
         .name("client")
@@ -109,10 +115,18 @@ async fn a_node_reports_its_metadata_and_its_connections_round_trip_times() {
     }
     let connection = &info[0];
     assert_eq!(connection.peer.as_deref(), Some("server"));
-    let rtt = connection.rtt.expect("measured by pings and acknowledgements");
+    let rtt = connection
+        .rtt
+        .expect("measured by pings and acknowledgements");
     assert!(rtt < Duration::from_secs(1), "{rtt:?} on loopback");
     let (window, _) = connection.congestion_window.expect("udp has one");
     assert!(window > 0);
+    let traffic = client.traffic();
+    let udp = traffic["udp"];
+    assert_eq!((udp.connections_opened, udp.connections_closed), (1, 0));
+    assert!(udp.bytes_sent > 1 && udp.bytes_received > 0, "{udp:?}");
+    assert!(udp.transmits_sent >= 1, "{udp:?}");
+    assert_eq!(traffic.len(), 1, "{traffic:?}");
 
     let bad = Node::builder()
         .name("bad")

@@ -84,7 +84,7 @@ pub(crate) async fn run(shared: Arc<Shared>, id: ConnectionId, notify: Arc<Notif
     let MemPipe { tx, mut rx } = pipe;
     let read = async {
         while let Some(data) = rx.recv().await {
-            shared.with(|state| state.endpoint.handle_input(Instant::now(), id, data));
+            shared.input(id, data);
         }
         shared.with(|state| state.endpoint.connection_lost(Instant::now(), id));
     };
@@ -110,5 +110,5 @@ pub(crate) async fn run(shared: Arc<Shared>, id: ConnectionId, notify: Arc<Notif
         () = read => {}
         () = write => {}
     }
-    shared.lock().links.remove(&id);
+    shared.lock().remove_link(id);
 }

@@ -34,7 +34,7 @@ pub(crate) async fn run<R, W>(
         () = read_loop(&shared, id, reader) => {}
         () = write_loop(&shared, id, &notify, writer) => {}
     }
-    shared.lock().links.remove(&id);
+    shared.lock().remove_link(id);
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(shared: &Shared, id: ConnectionId, mut reader: R) {
@@ -48,7 +48,7 @@ async fn read_loop<R: AsyncRead + Unpin>(shared: &Shared, id: ConnectionId, mut 
             }
             Ok(_) => {
                 let data = buffer.split().freeze();
-                shared.with(|state| state.endpoint.handle_input(Instant::now(), id, data));
+                shared.input(id, data);
             }
         }
     }

@@ -116,7 +116,7 @@ impl UdpHub {
                 routes.remove(&remote);
             }
         }
-        shared.lock().links.remove(&id);
+        shared.lock().remove_link(id);
     }
 }
 
@@ -154,7 +154,7 @@ async fn receive_loop(shared: Arc<Shared>, hub: Arc<UdpHub>, mut stop: watch::Re
         shared.with(|state| {
             let now = Instant::now();
             for (id, data) in batch.drain(..) {
-                state.endpoint.handle_input(now, id, data);
+                state.input(now, id, data);
             }
         });
     }
@@ -182,7 +182,7 @@ fn route_or_accept(
         {
             Ok(()) => Some((id, notify)),
             Err(_) => {
-                state.links.remove(&id);
+                state.remove_link(id);
                 None
             }
         }
