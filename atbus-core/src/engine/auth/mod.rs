@@ -1,11 +1,11 @@
 //! Identity and authentication (`docs/protocol.md` section 8): what a node proves when it
 //! connects, what it accepts from others, and who a connection speaks for once it is up.
 //!
-//! - [`proof`]: the transcripts and HMAC-SHA256 proofs of the handshake, byte for byte;
-//! - [`replay`]: the bounded cache of nonces that refuses a replayed first flight;
-//! - [`ticket`]: resumption tickets sealed with a key only the accepting side knows;
-//! - [`issued`]: identities the accepting side issues to clients on untrusted networks;
-//! - [`failure`]: the rule a refused peer broke.
+//! - `proof`: the transcripts and HMAC-SHA256 proofs of the handshake, byte for byte;
+//! - `replay`: the bounded cache of nonces that refuses a replayed first flight;
+//! - `ticket`: resumption tickets sealed with a key only the accepting side knows;
+//! - `issued`: identities the accepting side issues to clients on untrusted networks;
+//! - `failure`: the rule a refused peer broke.
 //!
 //! The handshake itself runs inside the [`Endpoint`](super::Endpoint) (`endpoint/handshake.rs`).
 

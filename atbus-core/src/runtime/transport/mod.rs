@@ -3,7 +3,7 @@
 //! `tls://` and `quic://` once their handshakes are done) share one connection loop (`stream`);
 //! `mem://` hands `Bytes` over in-process (`mem`); `udp://` runs every peer over one socket
 //! (`udp`). `tls` and `quic` hold what those two add (TLS over TCP, quinn endpoints); their
-//! settings are [`TlsSettings`](crate::runtime::TlsSettings), their counters [`TransportCounters`].
+//! settings are [`TlsSettings`], their counters [`TransportCounters`].
 
 mod counters;
 pub(crate) mod mem;
