@@ -95,6 +95,10 @@ pub(crate) struct Connection {
     pub identity: Option<PeerIdentity>,
     /// Handshake frames to send before anything else.
     pub outbox: Vec<Bytes>,
+    /// Relays: frames forwarded for other nodes, waiting for this connection.
+    pub forward: std::collections::VecDeque<Bytes>,
+    /// Bytes in `forward`.
+    pub forward_bytes: usize,
     /// When the handshake must be complete.
     pub handshake_deadline: Option<Instant>,
     /// Bytes received before authentication: no answer to them may be larger.
@@ -140,6 +144,8 @@ impl Connection {
             phase: Phase::Established,
             identity: None,
             outbox: Vec::new(),
+            forward: Default::default(),
+            forward_bytes: 0,
             handshake_deadline: None,
             unauthenticated_received: 0,
             answerable: false,

@@ -30,6 +30,7 @@ mod handshake;
 mod input;
 mod output;
 mod restart;
+mod route;
 mod timers;
 
 /// Close reasons sent with a stream's end keep at most this many bytes of their message.
@@ -210,8 +211,9 @@ impl Endpoint {
         let established = state.is_established();
         let failure = state.failure;
         let peer_name = state.peer;
-        if let Some(peer) = self.peers.get_mut(&peer_name) {
-            peer.connections.retain(|&id| id != connection);
+        // Its peer's flights on it, and those of the peers reached through it (a relay), go
+        // elsewhere.
+        for peer in self.peers.values_mut() {
             if peer.ack_connection == Some(connection) {
                 peer.ack_connection = None;
             }
@@ -219,6 +221,9 @@ impl Endpoint {
                 self.stats.flights_lost += stream.on_connection_lost(connection) as u64;
                 settle(&mut self.connections, &mut self.stats, stream, now, true);
             }
+        }
+        if let Some(peer) = self.peers.get_mut(&peer_name) {
+            peer.connections.retain(|&id| id != connection);
             if peer.connections.is_empty() && peer.reachable {
                 peer.reachable = false;
                 self.events.push_back(Event::PeerUnreachable {
@@ -283,6 +288,15 @@ impl Endpoint {
         let clock = self.clock;
         let initial_window = self.config.initial_window;
         let peer = self.peers.entry(peer_name.to_string()).or_default();
+        match peer.unroutable_until {
+            Some(until) if clock < until => {
+                return Err(SendError::NoRoute {
+                    peer: peer_name.to_string(),
+                });
+            }
+            Some(_) => peer.unroutable_until = None,
+            None => {}
+        }
         let peer_units = peer.unacked_units;
         let stream_units = peer.send_stream(stream_id, initial_window).unacked_units();
         let over_stream = stream_units > 0 && stream_units + units > self.config.stream_send_window;

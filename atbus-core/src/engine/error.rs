@@ -36,6 +36,12 @@ pub enum SendError {
         /// The stream.
         stream_id: i64,
     },
+    /// A relay reported that it knows no route to the peer (ROUTER_NOT_FOUND), moments ago.
+    #[error("no route to {peer}: the relay does not know it (is it running and connected?)")]
+    NoRoute {
+        /// The peer.
+        peer: String,
+    },
     /// Negative stream ids belong to the bus itself.
     #[error("stream id {stream_id} is reserved: applications use ids from 0")]
     ReservedStream {

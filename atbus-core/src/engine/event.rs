@@ -31,6 +31,16 @@ pub enum Event {
         /// The reason it gave.
         reason: CloseReasonData,
     },
+    /// A relay knows no route to `peer`: what was queued to it is dropped, and sends to it fail
+    /// with [`SendError::NoRoute`](super::SendError::NoRoute) for a while.
+    Unroutable {
+        /// The peer.
+        peer: String,
+        /// The relay's reason (code ROUTER_NOT_FOUND).
+        reason: CloseReasonData,
+        /// Units that were queued to it and not acknowledged, now dropped.
+        dropped_units: u64,
+    },
     /// Everything this endpoint sent on a stream, and its end, has been acknowledged.
     StreamClosed {
         /// The peer.

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::message::ReceivedMessage;
 use super::reassembly::Reassembler;
+use super::rtt::RttEstimator;
 use super::send::SendStream;
 use super::transmit::ConnectionId;
 
@@ -57,6 +58,16 @@ pub(crate) struct Peer {
     pub reachable: bool,
     /// The peer's instance, as its last handshake gave it: a new one means it restarted.
     pub instance: Option<Bytes>,
+    /// The relay the peer's forwarded frames last came through: without a direct connection,
+    /// frames to the peer go there first.
+    pub via: Option<String>,
+    /// Round-trip time through relays (end to end), once measured.
+    pub route_rtt: Option<RttEstimator>,
+    /// The timepoint and arrival time of the latest packet that came through a relay, to echo in
+    /// the next acknowledgement sent back through one.
+    pub route_latest_packet: Option<(i64, Instant)>,
+    /// A relay said it knows no route to the peer: sends fail until this passes.
+    pub unroutable_until: Option<Instant>,
 }
 
 impl Peer {

@@ -68,6 +68,12 @@ pub struct EngineStats {
     pub auth_failures: BTreeMap<AuthFailure, u64>,
     /// Peers whose handshake showed they had restarted (their streams started over).
     pub peer_restarts: u64,
+    /// Relays: frames forwarded to another node.
+    pub frames_forwarded: u64,
+    /// Relays: frames not forwarded, by reason (`no_route`, `queue_full`, `too_large`).
+    pub forward_dropped: BTreeMap<&'static str, u64>,
+    /// Notices from relays that a destination has no route.
+    pub unroutable_notices: u64,
     /// Frames of early data dropped because the hello's nonce could not be remembered (they are
     /// sent again after the handshake).
     pub early_data_dropped: u64,

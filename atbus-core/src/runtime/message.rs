@@ -108,4 +108,14 @@ pub enum NodeEvent {
         /// The name.
         name: String,
     },
+    /// A relay knows no route to `peer` (ROUTER_NOT_FOUND): what was queued to it is dropped,
+    /// its pending requests fail, and sends to it fail for a moment.
+    Unroutable {
+        /// The peer.
+        peer: String,
+        /// The relay's reason.
+        reason: String,
+        /// Units (about bytes) that were queued to it and are dropped.
+        dropped_units: u64,
+    },
 }

@@ -380,7 +380,7 @@ impl Node {
             }
         }
         match tokio::time::timeout(timeout, receiver).await {
-            Ok(Ok(reply)) => Ok(reply),
+            Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(NodeError::Shutdown),
             Err(_) => {
                 forget();

@@ -14,10 +14,11 @@ use atbus_proto::protocol::PacketOptions;
 use bytes::Bytes;
 use tokio::sync::{Notify, broadcast, oneshot, watch};
 
+use super::error::NodeError;
 use super::message::{Message, NodeEvent};
 use super::traffic::Traffic;
 use super::transport::udp::UdpHub;
-use crate::engine::{ConnectionId, Endpoint, Event};
+use crate::engine::{ConnectionId, Endpoint, Event, SendError};
 
 /// Frames queued for one connection, and how to wake its writer.
 #[derive(Debug)]
@@ -49,7 +50,7 @@ pub(crate) struct State {
     /// Streams with messages the engine holds, in the order they became readable.
     readable: VecDeque<(String, i64)>,
     /// Requests awaiting their reply, by request id.
-    pub requests: HashMap<u64, (String, oneshot::Sender<Message>)>,
+    pub requests: HashMap<u64, (String, oneshot::Sender<Result<Message, NodeError>>)>,
     next_request: u64,
     /// The node is shutting down: no new connections, no new sends.
     pub shutting_down: bool,
@@ -327,6 +328,33 @@ impl State {
             Event::PeerRestarted { peer } => wakeups.events.push(NodeEvent::PeerRestarted { peer }),
             Event::NameAssigned { name } => wakeups.events.push(NodeEvent::NameAssigned { name }),
             Event::StreamClosed { .. } => {}
+            Event::Unroutable {
+                peer,
+                reason,
+                dropped_units,
+            } => {
+                // Its requests will get no reply.
+                let failed: Vec<u64> = self
+                    .requests
+                    .iter()
+                    .filter(|(_, (to, _))| *to == peer)
+                    .map(|(&id, _)| id)
+                    .collect();
+                for id in failed {
+                    if let Some((_, waiter)) = self.requests.remove(&id) {
+                        let _ = waiter.send(Err(NodeError::Send(SendError::NoRoute {
+                            peer: peer.clone(),
+                        })));
+                    }
+                }
+                // Senders waiting on its window fail fast now.
+                wakeups.writable = true;
+                wakeups.events.push(NodeEvent::Unroutable {
+                    peer,
+                    reason: reason.message,
+                    dropped_units,
+                });
+            }
         }
     }
 
@@ -347,7 +375,7 @@ impl State {
                 match self.requests.get(&reply_to) {
                     Some((from, _)) if *from == peer => {
                         if let Some((_, waiter)) = self.requests.remove(&reply_to) {
-                            let _ = waiter.send(message);
+                            let _ = waiter.send(Ok(message));
                         }
                     }
                     // A reply nobody waits for (timed out, or forged): dropped.

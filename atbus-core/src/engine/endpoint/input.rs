@@ -13,12 +13,15 @@ use bytes::Bytes;
 
 use super::Endpoint;
 use super::handshake::HANDSHAKE_STREAM;
+use super::route::ROUTING_STREAM;
 use crate::engine::auth::AuthFailure;
 use crate::engine::config::ConnectionKind;
 use crate::engine::connection::Phase;
 use crate::engine::event::Event;
 use crate::engine::peer::RecvStream;
+use crate::engine::piece::PieceEnd;
 use crate::engine::reassembly::{Inserted, Reassembler};
+use crate::engine::rtt::RttEstimator;
 use crate::engine::transmit::ConnectionId;
 use crate::engine::wire::{decode_packet, has_flag};
 
@@ -140,10 +143,27 @@ impl Endpoint {
                 return;
             }
             if head.destination != self.name {
-                self.stats.misaddressed_frames += 1;
+                let routable = matches!(frame.body, Some(Body::Packet(_) | Body::Acknowledge(_)));
+                if self.config.auth.relay && routable {
+                    if let Some(state) = self.connections.get_mut(&connection) {
+                        state.last_received = now;
+                    }
+                    self.forward(
+                        connection,
+                        FrameMessage {
+                            head: Some(head),
+                            body: frame.body,
+                        },
+                    );
+                } else {
+                    self.stats.misaddressed_frames += 1;
+                }
                 return;
             }
         }
+        // A frame a relay forwarded belongs to the node it names (`authorize` let only relays
+        // set the name).
+        let originator = (!head.forward_for_source.is_empty()).then_some(head.forward_for_source);
         let Some(state) = self.connections.get_mut(&connection) else {
             return;
         };
@@ -158,8 +178,8 @@ impl Endpoint {
         match frame.body {
             Some(Body::Ping(ping)) => state.owe_pong(ping),
             Some(Body::Pong(pong)) => self.handle_pong(now, connection, pong),
-            Some(Body::Packet(packet)) => self.handle_packet(now, connection, packet),
-            Some(Body::Acknowledge(ack)) => self.handle_ack(now, connection, ack),
+            Some(Body::Packet(packet)) => self.handle_packet(now, connection, originator, packet),
+            Some(Body::Acknowledge(ack)) => self.handle_ack(now, connection, originator, ack),
             None => {}
         }
     }
@@ -176,7 +196,29 @@ impl Endpoint {
         state.rtt.update(sample, Duration::ZERO);
     }
 
-    fn handle_packet(&mut self, now: Instant, connection: ConnectionId, packet: PacketData) {
+    fn handle_packet(
+        &mut self,
+        now: Instant,
+        connection: ConnectionId,
+        originator: Option<String>,
+        packet: PacketData,
+    ) {
+        if packet.stream_id == ROUTING_STREAM {
+            if let Some(unroutable) = originator {
+                let reason = decode_packet(&packet)
+                    .ok()
+                    .and_then(|decoded| decoded.pieces.into_iter().next())
+                    .and_then(|piece| match piece.end {
+                        PieceEnd::Stream(reason) => Some(reason),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                self.on_unroutable(now, &unroutable, reason);
+            } else {
+                self.stats.invalid_packets += 1;
+            }
+            return;
+        }
         let decoded = match decode_packet(&packet) {
             Ok(decoded) => decoded,
             Err(_) => {
@@ -187,8 +229,20 @@ impl Endpoint {
         let Some(state) = self.connections.get_mut(&connection) else {
             return;
         };
-        state.latest_packet = Some((packet.timepoint_microseconds, now));
-        let peer_name = state.peer.clone();
+        let peer_name = match originator {
+            Some(originator) => {
+                let via = state.peer.clone();
+                let peer = self.peers.entry(originator.clone()).or_default();
+                peer.via = Some(via);
+                peer.route_latest_packet = Some((packet.timepoint_microseconds, now));
+                originator
+            }
+            None => {
+                state.latest_packet = Some((packet.timepoint_microseconds, now));
+                state.peer.clone()
+            }
+        };
+        let routed = peer_name != self.connections[&connection].peer;
         let budget = self.config.peer_receive_budget;
         let window = self.config.stream_receive_window;
         let max_streams = self.config.max_streams_per_peer;
@@ -283,23 +337,51 @@ impl Endpoint {
                 peer.ack_deadline = Some(now + self.config.max_ack_delay);
             }
         }
-        if let Some(reason) = decoded.connection_close {
+        // Only the connection's own peer may close it (a relayed frame cannot).
+        if let (Some(reason), false) = (decoded.connection_close, routed) {
             self.drop_connection(now, connection, reason);
         }
     }
 
-    fn handle_ack(&mut self, now: Instant, connection: ConnectionId, ack: AcknowledgeData) {
+    fn handle_ack(
+        &mut self,
+        now: Instant,
+        connection: ConnectionId,
+        originator: Option<String>,
+        ack: AcknowledgeData,
+    ) {
         let now_us = self.timepoint(now);
+        let initial_rtt = self.config.initial_rtt;
         let Some(state) = self.connections.get_mut(&connection) else {
             return;
         };
-        if ack.timepoint_microseconds > 0 && ack.timepoint_microseconds <= now_us {
-            let elapsed = Duration::from_micros((now_us - ack.timepoint_microseconds) as u64);
-            let delay = Duration::from_micros(ack.ack_delay_microseconds.max(0) as u64);
-            state.rtt.update(elapsed, delay.min(elapsed));
-        }
-        let loss_delay = state.rtt.loss_delay();
-        let peer_name = state.peer.clone();
+        let sample =
+            (ack.timepoint_microseconds > 0 && ack.timepoint_microseconds <= now_us).then(|| {
+                let elapsed = Duration::from_micros((now_us - ack.timepoint_microseconds) as u64);
+                let delay = Duration::from_micros(ack.ack_delay_microseconds.max(0) as u64);
+                (elapsed, delay.min(elapsed))
+            });
+        // Through a relay, the sample is of the whole path, kept with the peer.
+        let (peer_name, loss_delay) = match originator {
+            Some(originator) => {
+                let via = state.peer.clone();
+                let peer = self.peers.entry(originator.clone()).or_default();
+                peer.via = Some(via);
+                let rtt = peer
+                    .route_rtt
+                    .get_or_insert_with(|| RttEstimator::new(initial_rtt));
+                if let Some((elapsed, delay)) = sample {
+                    rtt.update(elapsed, delay);
+                }
+                (originator, rtt.loss_delay())
+            }
+            None => {
+                if let Some((elapsed, delay)) = sample {
+                    state.rtt.update(elapsed, delay);
+                }
+                (state.peer.clone(), state.rtt.loss_delay())
+            }
+        };
         let Some(peer) = self.peers.get_mut(&peer_name) else {
             return;
         };

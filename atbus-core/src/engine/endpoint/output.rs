@@ -205,6 +205,18 @@ impl Endpoint {
             return (!out.is_empty()).then(|| out.freeze());
         }
 
+        // Frames a relay forwards for other nodes, in the order they came.
+        let state = self.connections.get_mut(&id)?;
+        while let Some(frame) = state.forward.front() {
+            if out.len() + frame.len() > mtu {
+                break;
+            }
+            out.extend_from_slice(frame);
+            state.forward_bytes -= frame.len();
+            state.forward.pop_front();
+            self.stats.frames_sent += 1;
+        }
+
         // Pongs owed, and a ping when due.
         let pongs = std::mem::take(&mut self.connections.get_mut(&id)?.pongs_owed);
         for pong in pongs {
@@ -234,30 +246,24 @@ impl Endpoint {
             }
         }
 
-        // The peer's acknowledgement: due, or riding along with data.
-        let rto = self.rto(&peer_name);
         // New data waits for the congestion window; window probes and reset announcements are
         // a few bytes and go regardless (a probe waiting on data in flight elsewhere would
         // leave its timer due and idle).
         let open = self.congestion_open(id);
-        let sends_data = self.best_connection(&peer_name) == Some(id)
-            && self.peers.get(&peer_name).is_some_and(|peer| {
-                peer.send.values().any(|stream| {
-                    (open && stream.has_pending())
-                        || stream.probe_at(rto).is_some_and(|at| at <= now)
-                        || stream.reset_due(now).is_some()
-                })
-            });
-        if let Some(peer) = self.peers.get(&peer_name) {
-            let ack_here = peer.ack_connection.is_none_or(|conn| conn == id);
-            let due = peer.ack_now || peer.ack_deadline.is_some_and(|at| at <= now);
-            if ack_here && !peer.ack_pending.is_empty() && (due || sends_data) {
-                self.push_ack(now, id, &peer_name, &mut out, mtu);
+        // The peer's acknowledgement and data; then, when the peer is a relay, those of the
+        // peers reached through it.
+        let mut targets = vec![peer_name.clone()];
+        targets.extend(self.routed_through(&peer_name));
+        for target in targets {
+            // A relay stamps what it forwards: frames for a peer behind it leave room for that.
+            let limit = match target == peer_name {
+                true => mtu,
+                false => mtu.saturating_sub(relay_stamp_room(&self.name, &peer_name)),
+            };
+            if out.len() + 64 > limit {
+                continue;
             }
-        }
-
-        if sends_data {
-            self.push_data(now, id, &peer_name, &mut out, mtu, rto, open);
+            self.push_for(now, id, &target, &mut out, limit, open);
         }
         if out.len() <= riding {
             return None;
@@ -268,6 +274,38 @@ impl Endpoint {
         Some(out.freeze())
     }
 
+    /// Appends `target`'s acknowledgement (when due, or riding along with data) and its data,
+    /// if connection `id` carries them.
+    fn push_for(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+        target: &str,
+        out: &mut BytesMut,
+        mtu: usize,
+        open: bool,
+    ) {
+        let rto = self.rto(target);
+        let sends_data = self.data_connection(target) == Some(id)
+            && self.peers.get(target).is_some_and(|peer| {
+                peer.send.values().any(|stream| {
+                    (open && stream.has_pending())
+                        || stream.probe_at(rto).is_some_and(|at| at <= now)
+                        || stream.reset_due(now).is_some()
+                })
+            });
+        if let Some(peer) = self.peers.get(target) {
+            let ack_here = peer.ack_connection.is_none_or(|conn| conn == id);
+            let due = peer.ack_now || peer.ack_deadline.is_some_and(|at| at <= now);
+            if ack_here && !peer.ack_pending.is_empty() && (due || sends_data) {
+                self.push_ack(now, id, target, out, mtu);
+            }
+        }
+        if sends_data {
+            self.push_data(now, id, target, out, mtu, rto, open);
+        }
+    }
+
     fn push_ack(
         &mut self,
         now: Instant,
@@ -276,7 +314,15 @@ impl Endpoint {
         out: &mut BytesMut,
         mtu: usize,
     ) {
-        let (echo, delay) = match self.connections.get(&id).and_then(|c| c.latest_packet) {
+        // Through a relay, the echo is of the peer's latest relayed packet.
+        let latest = match self.connections.get(&id) {
+            Some(connection) if connection.peer == peer_name => connection.latest_packet,
+            _ => self
+                .peers
+                .get(peer_name)
+                .and_then(|peer| peer.route_latest_packet),
+        };
+        let (echo, delay) = match latest {
             Some((timepoint, received_at)) => (
                 timepoint,
                 i64::try_from(now.saturating_duration_since(received_at).as_micros())
@@ -533,6 +579,13 @@ impl Endpoint {
             self.push_frame(out, frame, usize::MAX);
         }
     }
+}
+
+/// The bytes a relay named `relay` may add to a frame from `source` when it forwards it: its
+/// name as the source, the originator's as `forward_for_source`, a connection id, and the growth
+/// of the length varints.
+fn relay_stamp_room(source: &str, relay: &str) -> usize {
+    relay.len() + source.len() + 32
 }
 
 /// A packet frame of `stream_id` at `offset`.

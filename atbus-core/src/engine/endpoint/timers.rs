@@ -19,12 +19,16 @@ impl Endpoint {
         let Some(state) = self.peers.get(peer) else {
             return self.config.max_rto;
         };
-        let base = state
+        let direct = state
             .connections
             .iter()
             .filter_map(|id| self.connections.get(id))
             .map(|connection| connection.rtt.rto())
-            .max()
+            .max();
+        // Through a relay: the whole path's, once measured.
+        let routed = || state.route_rtt.as_ref().map(|rtt| rtt.rto());
+        let base = direct
+            .or_else(routed)
             .unwrap_or(self.config.initial_rtt * 3)
             .clamp(self.config.min_rto, self.config.max_rto);
         (base * 2u32.pow(state.rto_backoff.min(MAX_BACKOFF))).min(self.config.max_rto)
@@ -32,13 +36,18 @@ impl Endpoint {
 
     /// The loss delay for data to `peer`: the largest of its live connections'.
     fn loss_delay(&self, peer: &str) -> Duration {
-        self.peers
-            .get(peer)
+        let state = self.peers.get(peer);
+        state
             .into_iter()
             .flat_map(|state| state.connections.iter())
             .filter_map(|id| self.connections.get(id))
             .map(|connection| connection.rtt.loss_delay())
             .max()
+            .or_else(|| {
+                state
+                    .and_then(|state| state.route_rtt.as_ref())
+                    .map(|rtt| rtt.loss_delay())
+            })
             .unwrap_or(self.config.initial_rtt)
     }
 
@@ -67,7 +76,7 @@ impl Endpoint {
         for name in names {
             let rto = self.rto(&name);
             let loss_delay = self.loss_delay(&name);
-            let reachable = self.peers[&name].reachable;
+            let reachable = self.can_reach(&name);
             let Some(peer) = self.peers.get_mut(&name) else {
                 continue;
             };
@@ -130,7 +139,7 @@ impl Endpoint {
         }
         for (name, peer) in &self.peers {
             // Nothing can go to a peer without connections: no timer may keep firing for it.
-            if !peer.reachable {
+            if !self.can_reach(name) {
                 continue;
             }
             consider(peer.ack_deadline);

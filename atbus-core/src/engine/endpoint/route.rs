@@ -1,0 +1,192 @@
+//! Routes through relays (`docs/protocol.md` section 5.9). A peer with no direct connection is
+//! reached through a relay: the one its forwarded frames last came through, else any relay this
+//! endpoint is connected to. Streams stay end to end: the relay forwards packets and
+//! acknowledgements without taking part in them. An endpoint configured as a relay forwards the
+//! frames it is not the destination of, and tells the sender when it knows no route.
+
+use std::time::{Duration, Instant};
+
+use atbus_proto::protocol::frame_message::Body;
+use atbus_proto::protocol::packet_content::FragmentType;
+use atbus_proto::protocol::{
+    AtbusCloseReason, AtbusPacketFlagType, CloseReasonData, FrameMessage, MessageHead, PacketData,
+};
+use bytes::BytesMut;
+
+use super::Endpoint;
+use crate::engine::event::Event;
+use crate::engine::transmit::ConnectionId;
+use crate::engine::wire::encode_content;
+
+/// The bus's stream of routing notices: a relay tells a sender there that it knows no route to
+/// the destination named in `forward_for_source`.
+pub(crate) const ROUTING_STREAM: i64 = -3;
+
+/// Bytes of forwarded frames a relay holds for one connection; beyond it frames are dropped
+/// (their senders resend them).
+pub(crate) const FORWARD_QUEUE_LIMIT: usize = 4 * 1024 * 1024;
+
+/// After a relay reported no route to a peer, sends to it fail for this long; then a send tries
+/// again.
+pub(crate) const UNROUTABLE_FOR: Duration = Duration::from_secs(1);
+
+impl Endpoint {
+    /// Whether `name` is a relay this endpoint is connected to (its accept said so).
+    pub(super) fn is_relay_peer(&self, name: &str) -> bool {
+        self.peers.get(name).is_some_and(|peer| {
+            peer.connections.iter().any(|id| {
+                self.connections
+                    .get(id)
+                    .and_then(|connection| connection.identity.as_ref())
+                    .is_some_and(|identity| identity.relay)
+            })
+        })
+    }
+
+    /// The relay frames to `peer` go through: `None` when the peer has a direct connection, or
+    /// no relay is reachable.
+    pub(super) fn route_of(&self, peer: &str) -> Option<&str> {
+        let state = self.peers.get(peer);
+        if state.is_some_and(|state| !state.connections.is_empty()) {
+            return None;
+        }
+        if let Some(via) = state.and_then(|state| state.via.as_deref()) {
+            if self.is_relay_peer(via) {
+                return Some(via);
+            }
+        }
+        self.peers
+            .keys()
+            .find(|name| name.as_str() != peer && self.is_relay_peer(name))
+            .map(String::as_str)
+    }
+
+    /// The connection frames to `peer` go out on: its best, or its relay's best.
+    pub(super) fn data_connection(&self, peer: &str) -> Option<ConnectionId> {
+        match self.route_of(peer) {
+            Some(relay) => self.best_connection(relay),
+            None => self.best_connection(peer),
+        }
+    }
+
+    /// The peers whose frames go through `relay`.
+    pub(super) fn routed_through(&self, relay: &str) -> Vec<String> {
+        if !self.is_relay_peer(relay) {
+            return Vec::new();
+        }
+        self.peers
+            .keys()
+            .filter(|name| name.as_str() != relay && self.route_of(name) == Some(relay))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether frames can go to `peer` now, directly or through a relay.
+    pub(super) fn can_reach(&self, peer: &str) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|state| !state.connections.is_empty())
+            || self.route_of(peer).is_some()
+    }
+
+    /// Relays: forwards `frame`, which came in on `connection` and is for another node, with the
+    /// relay's stamps; or tells its sender there is no route.
+    pub(super) fn forward(&mut self, connection: ConnectionId, mut frame: FrameMessage) {
+        let Some(mut head) = frame.head.take() else {
+            return;
+        };
+        if head.forward_for_source.is_empty() {
+            head.forward_for_source = std::mem::take(&mut head.source);
+        }
+        head.forward_for_connection_id = connection.0 as i64;
+        head.source = self.name.clone();
+        let target = self
+            .best_connection(&head.destination)
+            .filter(|&target| target != connection);
+        let Some(target) = target else {
+            self.count_forward_drop("no_route");
+            let notice = self.unroutable_notice(&head.forward_for_source, &head.destination);
+            self.queue_forward(connection, notice);
+            return;
+        };
+        frame.head = Some(head);
+        self.queue_forward(target, frame);
+    }
+
+    /// Encodes `frame` into `target`'s queue of forwarded frames, if it fits.
+    fn queue_forward(&mut self, target: ConnectionId, frame: FrameMessage) {
+        let mut encoded = BytesMut::new();
+        if self.codec.encode(&frame, &mut encoded).is_err() {
+            self.count_forward_drop("too_large");
+            return;
+        }
+        let Some(state) = self.connections.get_mut(&target) else {
+            return;
+        };
+        if encoded.len() > state.params.mtu {
+            // A datagram path narrower than the sender's: the sender's retransmission cannot
+            // help, so count it for operators.
+            self.count_forward_drop("too_large");
+            return;
+        }
+        if state.forward_bytes + encoded.len() > FORWARD_QUEUE_LIMIT {
+            self.count_forward_drop("queue_full");
+            return;
+        }
+        state.forward_bytes += encoded.len();
+        state.forward.push_back(encoded.freeze());
+        self.stats.frames_forwarded += 1;
+    }
+
+    fn count_forward_drop(&mut self, reason: &'static str) {
+        *self.stats.forward_dropped.entry(reason).or_default() += 1;
+    }
+
+    /// The notice to `sender` that `destination` has no route: a packet on the routing stream
+    /// naming the destination in `forward_for_source`, its one fragment carrying the reason.
+    fn unroutable_notice(&self, sender: &str, destination: &str) -> FrameMessage {
+        let fragment = FragmentType {
+            close_reason: Some(CloseReasonData {
+                code: AtbusCloseReason::RouterNotFound as i32,
+                message: format!("relay {} knows no route to {destination}", self.name),
+            }),
+            ..Default::default()
+        };
+        FrameMessage {
+            head: Some(MessageHead {
+                source: self.name.clone(),
+                destination: sender.to_string(),
+                forward_for_source: destination.to_string(),
+                forward_for_connection_id: 0,
+            }),
+            body: Some(Body::Packet(PacketData {
+                stream_id: ROUTING_STREAM,
+                content: encode_content(vec![fragment]),
+                flags: AtbusPacketFlagType::FinishStream as i32,
+                ..Default::default()
+            })),
+        }
+    }
+
+    /// A relay reported no route to `peer`: what was queued to it is dropped (the application
+    /// is told how much), and sends to it fail for a while.
+    pub(super) fn on_unroutable(&mut self, now: Instant, peer_name: &str, reason: CloseReasonData) {
+        self.stats.unroutable_notices += 1;
+        let Some(peer) = self.peers.get_mut(peer_name) else {
+            return;
+        };
+        if !peer.connections.is_empty() {
+            return; // reached directly: the relay's view does not matter
+        }
+        peer.unroutable_until = Some(now + UNROUTABLE_FOR);
+        let dropped_units = peer.unacked_units;
+        peer.send.clear();
+        peer.blocked.clear();
+        peer.unacked_units = 0;
+        self.events.push_back(Event::Unroutable {
+            peer: peer_name.to_string(),
+            reason,
+            dropped_units,
+        });
+    }
+}

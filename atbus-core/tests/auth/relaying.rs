@@ -1,0 +1,223 @@
+//! Nodes reaching each other through a relay (`docs/protocol.md` section 5.9): streams end to end
+//! through the relay, replies finding their way back, loss on either hop recovered by the two
+//! ends, and an unknown destination reported to the sender as ROUTER_NOT_FOUND.
+
+use std::time::Duration;
+
+use atbus_core::engine::{AuthConfig, ConnectOptions, Credential, Event, MessageMeta, SendError};
+use atbus_core::sim::{LinkProfile, NodeIndex};
+use atbus_proto::protocol::AtbusCloseReason;
+use bytes::Bytes;
+
+use crate::support::*;
+
+/// A relay accepting `token`, and two nodes `a` and `b` connected to it over `profile`.
+fn relayed(profile: LinkProfile) -> (World, NodeIndex, NodeIndex, NodeIndex) {
+    let mut world = World::new(5);
+    let shared = token(9);
+    let relay = world.add(
+        "relay",
+        AuthConfig {
+            relay: true,
+            ..accepting([shared.clone()])
+        },
+    );
+    let a = world.add("a", Default::default());
+    let b = world.add("b", Default::default());
+    for node in [a, b] {
+        world.connect(
+            node,
+            relay,
+            profile.clone(),
+            ConnectOptions::new("relay", Credential::Token(shared.clone())),
+        );
+    }
+    world.run_for(Duration::from_millis(100));
+    (world, relay, a, b)
+}
+
+fn message(index: usize) -> Bytes {
+    Bytes::from(format!("message {index} ").repeat(1 + index % 300))
+}
+
+#[test]
+fn two_nodes_talk_through_a_relay_and_replies_find_their_way_back() {
+    let (mut world, relay, a, b) = relayed(datagram(5));
+    let now = world.net.now();
+    for index in 0..200 {
+        world
+            .node_mut(a)
+            .endpoint
+            .send("b", 1, message(index), MessageMeta::default())
+            .expect("queued for b, through the relay");
+    }
+    world.net.poll_node(a);
+    world.run_for(Duration::from_secs(2));
+    let got = world.node(b).messages_from("a");
+    assert_eq!(
+        got.len(),
+        200,
+        "b got every message, from a (not from the relay)"
+    );
+    assert!(got.iter().enumerate().all(|(i, data)| *data == message(i)));
+    assert!(
+        world.node(relay).received.is_empty(),
+        "the relay took none itself"
+    );
+    assert!(world.node(relay).endpoint.stats().frames_forwarded >= 200);
+
+    // b answers a, which it reaches through the relay too.
+    world
+        .node_mut(b)
+        .endpoint
+        .send("a", 1, Bytes::from_static(b"pong"), MessageMeta::default())
+        .expect("queued");
+    world.net.poll_node(b);
+    world.run_for(Duration::from_millis(200));
+    assert_eq!(
+        world.node(a).messages_from("b"),
+        [Bytes::from_static(b"pong")]
+    );
+    assert_eq!(
+        world.node(a).endpoint.unacknowledged(),
+        0,
+        "b acknowledged everything"
+    );
+    assert!(world.net.now() - now < Duration::from_secs(3));
+}
+
+#[test]
+fn loss_on_both_hops_is_recovered_end_to_end() {
+    let (mut world, _relay, a, b) = relayed(datagram(5).with_loss(0.05));
+    for index in 0..300 {
+        world
+            .node_mut(a)
+            .endpoint
+            .send("b", 3, message(index), MessageMeta::default())
+            .expect("queued");
+    }
+    world.net.poll_node(a);
+    world.run_for(Duration::from_secs(20));
+    let got = world.node(b).messages_from("a");
+    assert_eq!(got.len(), 300);
+    assert!(got.iter().enumerate().all(|(i, data)| *data == message(i)));
+    assert!(
+        world.node(a).endpoint.stats().pieces_resent > 0,
+        "the loss was real"
+    );
+    assert_eq!(world.node(a).endpoint.unacknowledged(), 0);
+}
+
+#[test]
+fn streams_through_a_relay_work_over_stream_transports() {
+    let (mut world, _relay, a, b) = relayed(stream(3));
+    let big = Bytes::from(vec![7u8; 3 * 1024 * 1024]);
+    world
+        .node_mut(a)
+        .endpoint
+        .send("b", 0, big.clone(), MessageMeta::default())
+        .expect("queued");
+    world.net.poll_node(a);
+    world.run_for(Duration::from_secs(5));
+    let got = world.node(b).messages_from("a");
+    assert_eq!(got.len(), 1, "one message");
+    assert!(got[0] == big, "intact");
+}
+
+#[test]
+fn an_unknown_destination_comes_back_as_router_not_found_and_sends_to_it_fail() {
+    let (mut world, relay, a, _b) = relayed(datagram(5));
+    world
+        .node_mut(a)
+        .endpoint
+        .send(
+            "nobody",
+            1,
+            Bytes::from_static(b"hello?"),
+            MessageMeta::default(),
+        )
+        .expect("queued: a cannot know yet");
+    world.net.poll_node(a);
+    world.run_for(Duration::from_millis(100));
+    let unroutable = world.node(a).events.iter().find_map(|event| match event {
+        Event::Unroutable {
+            peer,
+            reason,
+            dropped_units,
+        } => Some((peer.clone(), reason.code, *dropped_units)),
+        _ => None,
+    });
+    assert_eq!(
+        unroutable,
+        Some((
+            "nobody".to_string(),
+            AtbusCloseReason::RouterNotFound as i32,
+            7
+        ))
+    );
+    assert_eq!(
+        world.node(relay).endpoint.stats().forward_dropped["no_route"],
+        1
+    );
+    let error = world
+        .node_mut(a)
+        .endpoint
+        .send(
+            "nobody",
+            1,
+            Bytes::from_static(b"again"),
+            MessageMeta::default(),
+        )
+        .unwrap_err();
+    assert_eq!(
+        error,
+        SendError::NoRoute {
+            peer: "nobody".into()
+        }
+    );
+    assert_eq!(
+        world.node(a).endpoint.unacknowledged(),
+        0,
+        "nothing held for it"
+    );
+    // A while later (by the endpoint's clock) a send is tried again.
+    world.run_for(Duration::from_secs(2));
+    let now = world.net.now();
+    world.node_mut(a).endpoint.handle_timeout(now);
+    assert!(
+        world
+            .node_mut(a)
+            .endpoint
+            .send(
+                "nobody",
+                1,
+                Bytes::from_static(b"third"),
+                MessageMeta::default()
+            )
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_node_that_is_not_a_relay_forwards_nothing() {
+    let mut world = World::new(6);
+    let shared = token(9);
+    let plain = world.add("plain", accepting([shared.clone()]));
+    let a = world.add("a", Default::default());
+    world.connect(
+        a,
+        plain,
+        datagram(5),
+        ConnectOptions::new("plain", Credential::Token(shared)),
+    );
+    world.run_for(Duration::from_millis(100));
+    world
+        .node_mut(a)
+        .endpoint
+        .send("b", 1, Bytes::from_static(b"x"), MessageMeta::default())
+        .expect("queued, with nowhere to go");
+    world.net.poll_node(a);
+    world.run_for(Duration::from_millis(500));
+    assert_eq!(world.node(plain).endpoint.stats().frames_forwarded, 0);
+    assert_eq!(world.node(a).endpoint.unacknowledged(), 2, "held for b");
+}
