@@ -1,6 +1,43 @@
-//! The atbus-rs relay.
+//! The atbus-rs relay: a node that forwards the frames it is not the destination of, so that
+//! nodes without a direct connection reach each other through it (`docs/protocol.md` section 5.9).
+//! Streams stay end to end between the nodes: the relay neither acknowledges nor reorders, it
+//! stamps each frame with the originator and forwards it to the destination's connection, and
+//! answers a frame for an unknown destination with ROUTER_NOT_FOUND.
 //!
-//! This crate will hold the standalone relay: a node of kind `relay` that forwards frames between
-//! nodes, namespaces and other relays, with per-destination bounded queues, a hop limit, and an
-//! admin HTTP side (health, metrics, discovery watch), as a library and as the `atbus-relay`
-//! binary (see `DESIGN.md` section 4). It has no code yet.
+//! It runs as the `atbus-relay` binary (`atbus-relay --help`), or inside a process:
+//!
+//! ```
+//! use atbus_core::engine::Token;
+//! use atbus_core::runtime::Node;
+//! use atbus_relay::Relay;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let token = Token::new("a shared secret of 32 bytes!!!!!")?;
+//! let relay = Relay::builder()
+//!     .listen("tcp://127.0.0.1:0")
+//!     .token(token.clone())
+//!     .start()
+//!     .await?;
+//! let address = relay.local_addresses()[0].to_string();
+//! let echo = Node::builder().name("echo").token(token.clone()).relay(&address).start().await?;
+//! let client = Node::builder().name("client").token(token).relay(&address).start().await?;
+//!
+//! client.send("echo", "hello through the relay").await?;
+//! let message = echo.recv().await.expect("a message");
+//! assert_eq!(message.source, "client");
+//! # client.shutdown().await;
+//! # echo.shutdown().await;
+//! # relay.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Not yet here (see the relay issue): relay meshes with route announcements and a hop limit,
+//! per-destination queue policies, and the admin HTTP side.
+
+mod config;
+mod relay;
+
+pub use config::{ConfigError, DEFAULT_LISTEN, RelayConfig};
+pub use relay::{Relay, RelayBuilder};

@@ -66,6 +66,8 @@ pub(crate) struct Peer {
     /// The timepoint and arrival time of the latest packet that came through a relay, to echo in
     /// the next acknowledgement sent back through one.
     pub route_latest_packet: Option<(i64, Instant)>,
+    /// The largest frame the relays on the way to the peer said they can pass on.
+    pub route_mtu: Option<usize>,
     /// A relay said it knows no route to the peer: sends fail until this passes.
     pub unroutable_until: Option<Instant>,
 }

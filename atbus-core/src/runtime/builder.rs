@@ -27,6 +27,7 @@ pub struct NodeBuilder {
     listen: Vec<String>,
     peers: Vec<(String, Vec<String>)>,
     on_demand: Vec<(String, Vec<String>)>,
+    relays: Vec<String>,
     metadata: NodeMetadata,
     engine: EngineConfig,
     backoff: Backoff,
@@ -44,6 +45,7 @@ impl NodeBuilder {
             listen: Vec::new(),
             peers: Vec::new(),
             on_demand: Vec::new(),
+            relays: Vec::new(),
             metadata: NodeMetadata::default(),
             engine: EngineConfig::default(),
             backoff: Backoff {
@@ -128,6 +130,14 @@ impl NodeBuilder {
         self
     }
 
+    /// A relay to keep connected at `address`: nodes this one has no direct connection to are
+    /// reached through it (streams stay end to end; the relay only forwards). Call it again for
+    /// more relays, or more addresses of one.
+    pub fn relay(mut self, address: impl Into<String>) -> Self {
+        self.relays.push(address.into());
+        self
+    }
+
     /// The engine's limits and timers (windows, timeouts, authentication rules).
     pub fn engine(mut self, config: EngineConfig) -> Self {
         self.engine = config;
@@ -169,7 +179,9 @@ impl NodeBuilder {
             (None, Some(token)) => Some(Credential::Token(token.clone())),
             (None, None) => None,
         };
-        if credential.is_none() && !(self.peers.is_empty() && self.on_demand.is_empty()) {
+        if credential.is_none()
+            && !(self.peers.is_empty() && self.on_demand.is_empty() && self.relays.is_empty())
+        {
             return Err(NodeError::Config(
                 "connecting to peers needs a token or a credential: call .token(…)".into(),
             ));
@@ -181,6 +193,11 @@ impl NodeBuilder {
             .collect::<Result<_, _>>()?;
         let peers = parse_peers(&self.peers)?;
         let on_demand = parse_peers(&self.on_demand)?;
+        let relays = self
+            .relays
+            .iter()
+            .map(|address| address.parse::<Address>())
+            .collect::<Result<Vec<_>, _>>()?;
         self.metadata.validate()?;
         self.engine.validate().map_err(NodeError::Config)?;
         let context = Arc::new(TransportContext::for_node(
@@ -189,7 +206,8 @@ impl NodeBuilder {
             peers
                 .iter()
                 .chain(&on_demand)
-                .flat_map(|(_, addresses)| addresses),
+                .flat_map(|(_, addresses)| addresses)
+                .chain(&relays),
         )?);
         let mut engine = self.engine;
         engine.auth.tokens.extend(self.tokens.iter().cloned());
@@ -240,6 +258,7 @@ impl NodeBuilder {
         for (peer, addresses) in on_demand {
             dialer.dial_on_demand(&peer, addresses);
         }
+        dialer.dial_relay(&relays);
         Ok(Node {
             inner: Arc::new(Inner {
                 name,

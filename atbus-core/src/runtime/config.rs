@@ -13,6 +13,7 @@
 //!   - name: audit
 //!     addresses: ["udp://audit.internal:7810"]
 //!     connect: on_demand         # dialed at the first send (default: always, from the start)
+//! relays: ["tcp://relay.internal:7800"]   # other nodes are reached through these (optional)
 //! receive_buffer: 8388608        # bytes of messages held for recv (optional)
 //! max_message_size: 67108864     # bytes (optional)
 //! reconnect: {min: 50ms, max: 5s}  # backoff between dials of a lost connection (optional)
@@ -74,6 +75,10 @@ pub struct NodeConfig {
     /// Peers to keep connected.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// Relays to keep connected: the nodes without a direct connection are reached through
+    /// them.
+    #[serde(default)]
+    pub relays: Vec<String>,
     /// Bytes of received messages held for `recv`.
     #[serde(default)]
     pub receive_buffer: Option<usize>,
@@ -258,8 +263,8 @@ impl TlsConfig {
         Ok(settings)
     }
 
-    /// Makes the relative paths relative to `folder`.
-    fn resolve(&mut self, folder: &Path) {
+    /// Makes the relative paths relative to `folder` (the configuration file's).
+    pub fn resolve_relative_to(&mut self, folder: &Path) {
         let paths = self
             .cert
             .iter_mut()
@@ -325,7 +330,7 @@ impl NodeConfig {
         let mut config = Self::from_yaml(&text)
             .map_err(|error| NodeError::Config(format!("{}: {error}", path.display())))?;
         if let (Some(tls), Some(folder)) = (&mut config.tls, path.parent()) {
-            tls.resolve(folder);
+            tls.resolve_relative_to(folder);
         }
         Ok(config)
     }
@@ -357,6 +362,9 @@ impl NodeConfig {
                     builder.peer_on_demand(peer.name.clone(), peer.addresses.clone())
                 }
             };
+        }
+        for relay in &self.relays {
+            builder = builder.relay(relay.clone());
         }
         if let Some(reconnect) = &self.reconnect {
             builder = builder.reconnect_backoff(reconnect.min, reconnect.max);

@@ -53,8 +53,22 @@ impl Dialer {
         let Some(credential) = &self.credential else {
             return;
         };
+        let options = ConnectOptions::new(peer.to_string(), credential.clone());
+        self.dial_with(options, addresses);
+    }
+
+    /// Keeps a connection to the relay at each of `addresses`, whatever its name: nodes this
+    /// node has no direct connection to are reached through it.
+    pub fn dial_relay(&self, addresses: &[Address]) {
+        let Some(credential) = &self.credential else {
+            return;
+        };
+        self.dial_with(ConnectOptions::to_anyone(credential.clone()), addresses);
+    }
+
+    fn dial_with(&self, options: ConnectOptions, addresses: &[Address]) {
         for address in addresses {
-            let options = ConnectOptions::new(peer.to_string(), credential.clone());
+            let options = options.clone();
             tokio::spawn(tasks::dial_loop(
                 self.shared.clone(),
                 self.context.clone(),

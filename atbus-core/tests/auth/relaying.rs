@@ -221,3 +221,44 @@ fn a_node_that_is_not_a_relay_forwards_nothing() {
     assert_eq!(world.node(plain).endpoint.stats().frames_forwarded, 0);
     assert_eq!(world.node(a).endpoint.unacknowledged(), 2, "held for b");
 }
+
+#[test]
+fn frames_too_large_for_the_far_side_teach_the_sender_the_path_mtu() {
+    let mut world = World::new(7);
+    let shared = token(9);
+    let relay = world.add(
+        "relay",
+        AuthConfig {
+            relay: true,
+            ..accepting([shared.clone()])
+        },
+    );
+    let a = world.add("a", Default::default());
+    let b = world.add("b", Default::default());
+    // a is on a stream link (frames up to 64 KiB), b on datagrams of 1232 bytes.
+    for (node, profile) in [(a, stream(3)), (b, datagram(3))] {
+        world.connect(
+            node,
+            relay,
+            profile,
+            ConnectOptions::new("relay", Credential::Token(shared.clone())),
+        );
+    }
+    world.run_for(Duration::from_millis(100));
+    let big = Bytes::from(vec![3u8; 200_000]);
+    world
+        .node_mut(a)
+        .endpoint
+        .send("b", 1, big.clone(), MessageMeta::default())
+        .expect("queued");
+    world.net.poll_node(a);
+    world.run_for(Duration::from_secs(5));
+    let got = world.node(b).messages_from("a");
+    assert_eq!(got.len(), 1);
+    assert!(got[0] == big, "intact");
+    let dropped = world.node(relay).endpoint.stats().forward_dropped["too_large"];
+    assert!(
+        (1..=5).contains(&dropped),
+        "{dropped} frames too large before a learned"
+    );
+}

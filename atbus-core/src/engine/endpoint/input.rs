@@ -204,18 +204,19 @@ impl Endpoint {
         packet: PacketData,
     ) {
         if packet.stream_id == ROUTING_STREAM {
-            if let Some(unroutable) = originator {
-                let reason = decode_packet(&packet)
-                    .ok()
-                    .and_then(|decoded| decoded.pieces.into_iter().next())
-                    .and_then(|piece| match piece.end {
-                        PieceEnd::Stream(reason) => Some(reason),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                self.on_unroutable(now, &unroutable, reason);
-            } else {
-                self.stats.invalid_packets += 1;
+            let reason = decode_packet(&packet)
+                .ok()
+                .and_then(|decoded| decoded.pieces.into_iter().next())
+                .and_then(|piece| match piece.end {
+                    PieceEnd::Stream(reason) => Some(reason),
+                    _ => None,
+                });
+            match (originator, reason) {
+                (Some(peer), Some(reason)) => self.on_unroutable(now, &peer, reason),
+                (Some(peer), None) if packet.stream_offset > 0 => {
+                    self.on_path_mtu(&peer, packet.stream_offset as usize)
+                }
+                _ => self.stats.invalid_packets += 1,
             }
             return;
         }

@@ -258,7 +258,11 @@ impl Endpoint {
             // A relay stamps what it forwards: frames for a peer behind it leave room for that.
             let limit = match target == peer_name {
                 true => mtu,
-                false => mtu.saturating_sub(relay_stamp_room(&self.name, &peer_name)),
+                false => {
+                    let path = self.peers.get(&target).and_then(|peer| peer.route_mtu);
+                    path.map_or(mtu, |path| path.min(mtu))
+                        .saturating_sub(relay_stamp_room(&self.name, &peer_name))
+                }
             };
             if out.len() + 64 > limit {
                 continue;

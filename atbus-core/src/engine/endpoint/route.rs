@@ -18,8 +18,10 @@ use crate::engine::event::Event;
 use crate::engine::transmit::ConnectionId;
 use crate::engine::wire::encode_content;
 
-/// The bus's stream of routing notices: a relay tells a sender there that it knows no route to
-/// the destination named in `forward_for_source`.
+/// The bus's stream of routing notices, from a relay to a sender about the destination named in
+/// `forward_for_source`: no route (a fragment with the close reason ROUTER_NOT_FOUND, FINISH_STREAM
+/// set), or frames too large for the destination's connection (no fragment; `stream_offset` is
+/// the largest frame that connection takes).
 pub(crate) const ROUTING_STREAM: i64 = -3;
 
 /// Bytes of forwarded frames a relay holds for one connection; beyond it frames are dropped
@@ -109,33 +111,65 @@ impl Endpoint {
             self.queue_forward(connection, notice);
             return;
         };
+        let (originator, destination) = (head.forward_for_source.clone(), head.destination.clone());
         frame.head = Some(head);
-        self.queue_forward(target, frame);
+        let target_mtu = self.connections.get(&target).map_or(0, |c| c.params.mtu);
+        if !self.queue_forward(target, frame) && target_mtu > 0 {
+            // Too large for the destination's connection (a datagram path narrower than the
+            // sender's): the sender learns the size, and cuts its frames to fit.
+            let notice = self.path_mtu_notice(&originator, &destination, target_mtu);
+            self.queue_forward(connection, notice);
+        }
     }
 
-    /// Encodes `frame` into `target`'s queue of forwarded frames, if it fits.
-    fn queue_forward(&mut self, target: ConnectionId, frame: FrameMessage) {
+    /// Encodes `frame` into `target`'s queue of forwarded frames, if it fits; returns false when
+    /// it is larger than the connection's MTU.
+    fn queue_forward(&mut self, target: ConnectionId, frame: FrameMessage) -> bool {
         let mut encoded = BytesMut::new();
         if self.codec.encode(&frame, &mut encoded).is_err() {
             self.count_forward_drop("too_large");
-            return;
+            return true;
         }
         let Some(state) = self.connections.get_mut(&target) else {
-            return;
+            return true;
         };
         if encoded.len() > state.params.mtu {
-            // A datagram path narrower than the sender's: the sender's retransmission cannot
-            // help, so count it for operators.
             self.count_forward_drop("too_large");
-            return;
+            return false;
         }
         if state.forward_bytes + encoded.len() > FORWARD_QUEUE_LIMIT {
             self.count_forward_drop("queue_full");
-            return;
+            return true;
         }
         state.forward_bytes += encoded.len();
         state.forward.push_back(encoded.freeze());
         self.stats.frames_forwarded += 1;
+        true
+    }
+
+    /// The notice to `sender` that frames to `destination` must not exceed `mtu` bytes.
+    fn path_mtu_notice(&self, sender: &str, destination: &str, mtu: usize) -> FrameMessage {
+        FrameMessage {
+            head: Some(MessageHead {
+                source: self.name.clone(),
+                destination: sender.to_string(),
+                forward_for_source: destination.to_string(),
+                forward_for_connection_id: 0,
+            }),
+            body: Some(Body::Packet(PacketData {
+                stream_id: ROUTING_STREAM,
+                stream_offset: mtu as i64,
+                ..Default::default()
+            })),
+        }
+    }
+
+    /// A relay reported that frames to `peer` must not exceed `mtu` bytes once it stamped them.
+    pub(super) fn on_path_mtu(&mut self, peer_name: &str, mtu: usize) {
+        let mtu = mtu.max(super::MIN_MTU);
+        if let Some(peer) = self.peers.get_mut(peer_name) {
+            peer.route_mtu = Some(peer.route_mtu.map_or(mtu, |known| known.min(mtu)));
+        }
     }
 
     fn count_forward_drop(&mut self, reason: &'static str) {

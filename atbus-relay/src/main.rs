@@ -1,0 +1,151 @@
+//! `atbus-relay`: the standalone relay. With no arguments it listens on tcp:// and udp://
+//! 127.0.0.1:7800 with a development token it prints once; `--config`, flags and `ATBUS_RELAY_*`
+//! variables (flags and variables win over the file) configure it; `check-config FILE`
+//! validates a file. SIGTERM or Ctrl-C shut it down gracefully.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use atbus_core::engine::Token;
+use atbus_relay::{RelayBuilder, RelayConfig};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "atbus-relay",
+    version,
+    about = "The atbus-rs relay: forwards frames between nodes that have no direct connection",
+    long_about = "The atbus-rs relay: nodes connect to it with a shared token and reach each \
+                  other through it, with their streams end to end. With no arguments it listens \
+                  on tcp://127.0.0.1:7800 and udp://127.0.0.1:7800 and makes up a development \
+                  token, printed once. Flags and ATBUS_RELAY_* variables override the file."
+)]
+struct Cli {
+    /// A YAML configuration file (see relay.example.yml); without one, the defaults.
+    #[arg(long, short, env = "ATBUS_RELAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Addresses to listen on, comma-separated (e.g. tcp://0.0.0.0:7800,udp://0.0.0.0:7800);
+    /// replaces the file's `listen`.
+    #[arg(long, env = "ATBUS_RELAY_LISTEN", value_delimiter = ',')]
+    listen: Vec<String>,
+    /// The relay's node name; replaces the file's `name`.
+    #[arg(long, env = "ATBUS_RELAY_NAME")]
+    name: Option<String>,
+    /// A token nodes prove (at least 16 bytes); replaces the file's `tokens`. Prefer the
+    /// variable to the flag: command lines are visible to other users.
+    #[arg(long, env = "ATBUS_RELAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Seconds to let queued frames go out on shutdown.
+    #[arg(long, default_value_t = 5)]
+    drain_seconds: u64,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validates a configuration file and names the first bad field.
+    CheckConfig {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        return match RelayConfig::from_file(file).and_then(|config| config.check()) {
+            Ok(()) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{error}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("atbus-relay: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = match &cli.config {
+        Some(path) => RelayConfig::from_file(path)?,
+        None => RelayConfig::default(),
+    };
+    if !cli.listen.is_empty() {
+        config.listen = cli.listen.clone();
+    }
+    if let Some(name) = &cli.name {
+        config.name = name.clone();
+    }
+    if let Some(token) = &cli.token {
+        config.tokens = vec![token.clone()];
+    }
+    let mut builder = RelayBuilder::from_config(&config)?;
+    if !builder.has_token() {
+        let token = development_token()?;
+        eprintln!(
+            "WARNING: no token configured; nodes must prove this development token (printed \
+             once, not stored):\n  ATBUS_TOKEN={token}\nSet tokens in the config file or \
+             ATBUS_RELAY_TOKEN for anything but a try-out."
+        );
+        builder = builder.token(Token::new(&token)?);
+    }
+    let relay = builder.start().await?;
+    for address in relay.local_addresses() {
+        // One line per address on stdout: scripts and tests read them.
+        println!("listening on {address}");
+    }
+    tracing::info!(name = relay.name(), "relay running");
+    shutdown_signal().await;
+    eprintln!("atbus-relay: shutting down");
+    relay
+        .shutdown_within(Duration::from_secs(cli.drain_seconds))
+        .await;
+    Ok(())
+}
+
+/// A token of 32 random bytes from the system, written in hex: the text itself is the token
+/// (as a token from a config file is), so nodes take it as it is printed.
+fn development_token() -> Result<String, Box<dyn std::error::Error>> {
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| "the system has no randomness to make a token")?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

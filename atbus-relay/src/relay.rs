@@ -1,0 +1,175 @@
+//! [`Relay`]: a running relay, and [`RelayBuilder`], which starts one from code or from a
+//! [`RelayConfig`]. Underneath it is an atbus [`Node`] whose engine forwards: nodes authenticate
+//! to it with a token, learn from its accept that it is a relay, and reach each other through it.
+
+use std::time::Duration;
+
+use atbus_core::Address;
+use atbus_core::engine::{EngineConfig, EngineStats, Token};
+use atbus_core::runtime::{ConnectionInfo, Node, NodeError, TlsSettings, TrafficCounters};
+
+use crate::config::{ConfigError, RelayConfig};
+
+/// Configures and starts a [`Relay`].
+#[derive(Debug, Clone)]
+pub struct RelayBuilder {
+    name: String,
+    listen: Vec<String>,
+    tokens: Vec<Token>,
+    engine: EngineConfig,
+    tls: Option<TlsSettings>,
+}
+
+impl RelayBuilder {
+    /// The relay's node name (default `relay`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// An address to listen on; port 0 picks a free one ([`Relay::local_addresses`]).
+    pub fn listen(mut self, address: impl Into<String>) -> Self {
+        self.listen.push(address.into());
+        self
+    }
+
+    /// A token nodes may prove; call again to accept several (during a rotation).
+    pub fn token(mut self, token: Token) -> Self {
+        self.tokens.push(token);
+        self
+    }
+
+    /// The engine's limits and timers (the relay role is set on top of them).
+    pub fn engine(mut self, config: EngineConfig) -> Self {
+        self.engine = config;
+        self
+    }
+
+    /// Certificates for `tls://` and `quic://` listeners.
+    pub fn tls(mut self, settings: TlsSettings) -> Self {
+        self.tls = Some(settings);
+        self
+    }
+
+    /// A builder holding what `config` says (its TLS files are read at `start`).
+    pub fn from_config(config: &RelayConfig) -> Result<Self, ConfigError> {
+        config.check()?;
+        let mut builder = Relay::builder()
+            .name(config.name.clone())
+            .engine(config.engine.apply(EngineConfig::default()));
+        for address in &config.listen {
+            builder = builder.listen(address.clone());
+        }
+        for token in &config.tokens {
+            let token = Token::new(token).map_err(|error| ConfigError::Invalid {
+                field: "tokens".into(),
+                message: error.to_string(),
+            })?;
+            builder = builder.token(token);
+        }
+        if let Some(tls) = &config.tls {
+            let settings = tls.settings().map_err(|error| ConfigError::Invalid {
+                field: "tls".into(),
+                message: error.to_string(),
+            })?;
+            builder = builder.tls(settings);
+        }
+        Ok(builder)
+    }
+
+    /// Whether a token was given; without one, [`start`](Self::start) refuses, and the binary
+    /// makes up a development token first.
+    pub fn has_token(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    /// Binds the listeners and starts forwarding.
+    pub async fn start(self) -> Result<Relay, NodeError> {
+        if self.tokens.is_empty() {
+            return Err(NodeError::Config(
+                "a relay needs at least one token for the nodes to prove: .token(…) \
+                 (YAML: tokens)"
+                    .into(),
+            ));
+        }
+        if self.listen.is_empty() {
+            return Err(NodeError::Config(
+                "a relay needs an address to listen on: .listen(…) (YAML: listen)".into(),
+            ));
+        }
+        let mut engine = self.engine;
+        engine.auth.relay = true;
+        let mut builder = Node::builder()
+            .name(self.name)
+            .label("atbus.io/kind", "relay")
+            .engine(engine);
+        for token in self.tokens {
+            builder = builder.token(token);
+        }
+        for address in self.listen {
+            builder = builder.listen(address);
+        }
+        if let Some(tls) = self.tls {
+            builder = builder.tls(tls);
+        }
+        Ok(Relay {
+            node: builder.start().await?,
+        })
+    }
+}
+
+/// A running relay.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    node: Node,
+}
+
+impl Relay {
+    /// A builder with the name `relay`, no listeners, no token and the engine's defaults.
+    pub fn builder() -> RelayBuilder {
+        RelayBuilder {
+            name: "relay".into(),
+            listen: Vec::new(),
+            tokens: Vec::new(),
+            engine: EngineConfig::default(),
+            tls: None,
+        }
+    }
+
+    /// The relay's name.
+    pub fn name(&self) -> &str {
+        self.node.name()
+    }
+
+    /// The addresses it listens on, with the ports chosen for port 0.
+    pub fn local_addresses(&self) -> &[Address] {
+        self.node.local_addresses()
+    }
+
+    /// The engine's counters: frames forwarded, forwards dropped by reason, handshake failures
+    /// by rule, bytes.
+    pub fn stats(&self) -> EngineStats {
+        self.node.stats()
+    }
+
+    /// The connected nodes' connections, with RTT.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        self.node.connection_info()
+    }
+
+    /// Traffic per transport.
+    pub fn traffic(&self) -> std::collections::BTreeMap<&'static str, TrafficCounters> {
+        self.node.traffic()
+    }
+
+    /// Stops accepting, lets what is queued go out within `deadline`, and closes every
+    /// connection with SHUTDOWN so that nodes move to another relay.
+    pub async fn shutdown_within(&self, deadline: Duration) {
+        self.node.shutdown_within(deadline).await;
+    }
+
+    /// [`shutdown_within`](Self::shutdown_within) 5 seconds.
+    pub async fn shutdown(&self) {
+        self.node.shutdown().await;
+    }
+}
