@@ -41,6 +41,12 @@ struct Args {
     /// Messages in flight at most.
     #[arg(long, default_value_t = 64)]
     window: usize,
+    /// Go through the relay at this address (both nodes connect to it, over its scheme rather
+    /// than `--transport`'s, and reach each
+    /// other through it); the relay must accept the example's token, e.g.
+    /// `scripts/relay --listen tcp://127.0.0.1:7900 --token "the pingpong example's loopback token"`.
+    #[arg(long)]
+    relay: Option<String>,
     /// Internal: run as the echoing peer.
     #[arg(long, hide = true)]
     echo: bool,
@@ -127,11 +133,22 @@ fn builder(name: &str, args: &Args) -> NodeBuilder {
 
 /// The echoing node: prints its address, then sends every message back to where it came from.
 async fn run_echo(args: &Args) -> anyhow_free::Result<()> {
-    let node = builder("pong", args)
-        .listen(listen_address(&args.transport))
-        .start()
-        .await?;
-    println!("LISTENING {}", node.local_addresses()[0]);
+    let node = match &args.relay {
+        Some(relay) => {
+            let node = builder("pong", args).relay(relay).start().await?;
+            wait_for_relay(&node).await?;
+            println!("LISTENING {relay}");
+            node
+        }
+        None => {
+            let node = builder("pong", args)
+                .listen(listen_address(&args.transport))
+                .start()
+                .await?;
+            println!("LISTENING {}", node.local_addresses()[0]);
+            node
+        }
+    };
     std::thread::spawn(|| {
         let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
         std::process::exit(0);
@@ -147,6 +164,17 @@ async fn echo_loop(node: Node, size: usize) -> anyhow_free::Result<()> {
         node.send(&message.source, message.data).await?;
     }
     Ok(())
+}
+
+/// Waits until `node` is connected to its relay: before that, nothing can be routed.
+async fn wait_for_relay(node: &Node) -> anyhow_free::Result<()> {
+    for _ in 0..500 {
+        if node.connection_info().iter().any(|c| c.peer.is_some()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err("no connection to the relay within 5 s (does it accept the example's token?)".into())
 }
 
 /// Starts the echoing peer: in another process, or (mem) in this one.
@@ -174,6 +202,9 @@ async fn start_peer(args: &Args) -> anyhow_free::Result<(String, Option<Child>)>
     if let Some(dir) = &args.tls_dir {
         command.arg("--tls-dir").arg(dir);
     }
+    if let Some(relay) = &args.relay {
+        command.arg("--relay").arg(relay);
+    }
     // The peer exits when its stdin closes: when this process ends, however it ends.
     let mut child = command
         .stdin(Stdio::piped())
@@ -197,10 +228,19 @@ struct Report {
 
 async fn run_atbus(args: &Args) -> anyhow_free::Result<Report> {
     let (address, child) = start_peer(args).await?;
-    let node = builder("ping", args)
-        .peer("pong", [address])
-        .start()
-        .await?;
+    let node = match &args.relay {
+        Some(relay) => {
+            let node = builder("ping", args).relay(relay).start().await?;
+            wait_for_relay(&node).await?;
+            node
+        }
+        None => {
+            builder("ping", args)
+                .peer("pong", [address])
+                .start()
+                .await?
+        }
+    };
     let sender = node.clone();
     let (count, size, window) = (args.count, args.size, args.window.max(1));
     let credits = Arc::new(tokio::sync::Semaphore::new(window));
@@ -358,8 +398,11 @@ async fn main() {
             let seconds = report.elapsed.as_secs_f64();
             let rate = args.count as f64 / seconds;
             println!(
-                "transport={} count={} size={} window={} elapsed={:.3}s msgs/s={:.0} MB/s={:.1} rtt_p50={}us rtt_p99={}us",
+                "transport={}{} count={} size={} window={} elapsed={:.3}s msgs/s={:.0} MB/s={:.1} rtt_p50={}us rtt_p99={}us",
                 args.transport,
+                args.relay
+                    .as_ref()
+                    .map_or(String::new(), |relay| format!(" relay={relay}")),
                 args.count,
                 args.size,
                 args.window,
