@@ -17,14 +17,23 @@ fn token() -> Token {
     Token::new(TOKEN).expect("long enough")
 }
 
+/// Node `name`, connected (authenticated) to the relay at `relay`: until then nothing can be
+/// routed to it, and a sender would get NoRoute.
 async fn node(name: &str, relay: &str) -> Node {
-    Node::builder()
+    let node = Node::builder()
         .name(name)
         .token(token())
         .relay(relay)
         .start()
         .await
-        .expect("node starts")
+        .expect("node starts");
+    for _ in 0..250 {
+        if node.connection_info().iter().any(|c| c.peer.is_some()) {
+            return node;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{name} did not connect to the relay at {relay} within 5 s");
 }
 
 async fn recv(node: &Node) -> Message {
@@ -104,13 +113,6 @@ async fn a_request_to_a_node_the_relay_does_not_know_fails_with_no_route() {
         .await
         .expect("relay");
     let alice = node("alice", &relay.local_addresses()[0].to_string()).await;
-    // Wait until the relay connection is up: before it, there is no route to try.
-    for _ in 0..100 {
-        if alice.connection_info().iter().any(|c| c.peer.is_some()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let error = alice
         .request("nobody", "hello?", Duration::from_secs(5))
         .await
@@ -134,8 +136,13 @@ struct RelayProcess {
 
 impl RelayProcess {
     fn start(listen: &str, token: Option<&str>) -> Self {
+        Self::start_named("relay", listen, token)
+    }
+
+    fn start_named(name: &str, listen: &str, token: Option<&str>) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_atbus-relay"));
         command
+            .env("ATBUS_RELAY_NAME", name)
             .env("ATBUS_RELAY_LISTEN", listen)
             .env_remove("ATBUS_RELAY_TOKEN")
             .env_remove("ATBUS_RELAY_CONFIG")
@@ -160,6 +167,12 @@ impl RelayProcess {
             addresses,
             stderr,
         }
+    }
+
+    /// SIGKILL: the process vanishes without a word.
+    fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reaped");
     }
 
     /// SIGTERM, then the exit status within 10 s.
@@ -312,4 +325,83 @@ fn help_explains_every_option() {
     ] {
         assert!(text.contains(option), "--help lacks {option}:\n{text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_relay_mid_stream_moves_both_nodes_to_the_other_and_loses_nothing() {
+    let first = RelayProcess::start_named("relay-1", "tcp://127.0.0.1:0", Some(TOKEN));
+    let second = RelayProcess::start_named("relay-2", "tcp://127.0.0.1:0", Some(TOKEN));
+    let both = |name: &'static str| {
+        Node::builder()
+            .name(name)
+            .token(token())
+            .relay(&first.addresses[0])
+            .relay(&second.addresses[0])
+            .start()
+    };
+    let alice = both("alice").await.expect("alice");
+    let bob = both("bob").await.expect("bob");
+    for node in [&alice, &bob] {
+        for _ in 0..250 {
+            if node
+                .connection_info()
+                .iter()
+                .filter(|c| c.peer.is_some())
+                .count()
+                == 2
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            node.connection_info()
+                .iter()
+                .filter(|c| c.peer.is_some())
+                .count(),
+            2,
+            "{} is connected to both relays",
+            node.name()
+        );
+    }
+    let count = 3000u32;
+    let sender = alice.clone();
+    let sending = tokio::spawn(async move {
+        for index in 0..count {
+            sender
+                .send("bob", Bytes::from(index.to_le_bytes().repeat(256)))
+                .await
+                .expect("send");
+        }
+    });
+    let mut first = Some(first);
+    for index in 0..count {
+        if index == count / 3 {
+            // Both nodes route through relay-1 (the first by name): it dies without a word.
+            first.take().expect("once").kill9();
+        }
+        let message = tokio::time::timeout(Duration::from_secs(20), bob.recv())
+            .await
+            .unwrap_or_else(|_| panic!("message {index} within 20 s"))
+            .expect("running");
+        assert_eq!(message.source, "alice");
+        assert!(
+            message.data == index.to_le_bytes().repeat(256),
+            "message {index} lost, repeated or out of order"
+        );
+    }
+    sending.await.expect("sender");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), bob.recv())
+            .await
+            .is_err(),
+        "a message arrived twice"
+    );
+    assert!(
+        alice.stats().pieces_resent > 0,
+        "data was in flight through relay-1"
+    );
+    alice.shutdown().await;
+    bob.shutdown().await;
+    drop(second);
 }
