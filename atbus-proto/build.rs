@@ -7,6 +7,7 @@ fn main() -> Result<()> {
     let protos = [
         "proto/libatbus_protocol.proto",
         "proto/atbus_handshake.proto",
+        "proto/atbus_routing.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -67,6 +67,13 @@ pub mod handshake {
     include!(concat!(env!("OUT_DIR"), "/atbus.handshake.rs"));
 }
 
+/// The messages of `proto/atbus_routing.proto`: the route tables relays exchange
+/// (`docs/protocol.md` section 5.9).
+#[allow(missing_docs)]
+pub mod routing {
+    include!(concat!(env!("OUT_DIR"), "/atbus.routing.rs"));
+}
+
 pub use codec::FrameCodec;
 pub use config::{CodecConfig, ConfigError, DEFAULT_MAX_FRAME_LENGTH, MAX_FRAME_LENGTH_LIMIT};
 pub use decode::{Decoded, Frame};

@@ -19,6 +19,10 @@ pub struct RelayConfig {
     /// Addresses to listen on (default [`DEFAULT_LISTEN`]).
     #[serde(default = "default_listen")]
     pub listen: Vec<String>,
+    /// Other relays to keep connected (a mesh or a chain): they exchange route tables and
+    /// forward through each other.
+    #[serde(default)]
+    pub peers: Vec<String>,
     /// Tokens nodes prove when they connect: the first is this relay's own, all are accepted.
     /// None: a development token is made up at start and printed once.
     #[serde(default)]
@@ -47,6 +51,7 @@ impl Default for RelayConfig {
         Self {
             name: default_name(),
             listen: default_listen(),
+            peers: Vec::new(),
             tokens: Vec::new(),
             tls: None,
             engine: EngineSection::default(),
@@ -126,6 +131,11 @@ impl RelayConfig {
             address
                 .parse::<atbus_core::Address>()
                 .map_err(|error| invalid(format!("listen[{index}]"), error.to_string()))?;
+        }
+        for (index, address) in self.peers.iter().enumerate() {
+            address
+                .parse::<atbus_core::Address>()
+                .map_err(|error| invalid(format!("peers[{index}]"), error.to_string()))?;
         }
         for (index, token) in self.tokens.iter().enumerate() {
             atbus_core::engine::Token::new(token)

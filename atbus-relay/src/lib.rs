@@ -33,8 +33,10 @@
 //! # }
 //! ```
 //!
-//! Not yet here (see the relay issue): relay meshes with route announcements and a hop limit,
-//! per-destination queue policies, and the admin HTTP side.
+//! Relays connect to each other (`RelayBuilder::peer`, YAML `peers`) in a chain or a mesh: they
+//! exchange route tables and forward through each other, up to 16 relays between two nodes.
+//!
+//! Not yet here (see the relay issue): per-destination queue policies and the admin HTTP side.
 
 mod config;
 mod relay;

@@ -29,6 +29,9 @@ struct Cli {
     /// replaces the file's `listen`.
     #[arg(long, env = "ATBUS_RELAY_LISTEN", value_delimiter = ',')]
     listen: Vec<String>,
+    /// Other relays to keep connected, comma-separated; replaces the file's `peers`.
+    #[arg(long, env = "ATBUS_RELAY_PEERS", value_delimiter = ',')]
+    peer: Vec<String>,
     /// The relay's node name; replaces the file's `name`.
     #[arg(long, env = "ATBUS_RELAY_NAME")]
     name: Option<String>,
@@ -85,8 +88,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Some(path) => RelayConfig::from_file(path)?,
         None => RelayConfig::default(),
     };
-    if !cli.listen.is_empty() {
-        config.listen = cli.listen.clone();
+    // An empty variable means "not set", not one empty address.
+    let listen: Vec<String> = cli.listen.iter().filter(|a| !a.is_empty()).cloned().collect();
+    let peers: Vec<String> = cli.peer.iter().filter(|a| !a.is_empty()).cloned().collect();
+    if !listen.is_empty() {
+        config.listen = listen;
+    }
+    if !peers.is_empty() {
+        config.peers = peers;
     }
     if let Some(name) = &cli.name {
         config.name = name.clone();

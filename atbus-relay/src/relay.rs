@@ -15,6 +15,7 @@ use crate::config::{ConfigError, RelayConfig};
 pub struct RelayBuilder {
     name: String,
     listen: Vec<String>,
+    peers: Vec<String>,
     tokens: Vec<Token>,
     engine: EngineConfig,
     tls: Option<TlsSettings>,
@@ -30,6 +31,14 @@ impl RelayBuilder {
     /// An address to listen on; port 0 picks a free one ([`Relay::local_addresses`]).
     pub fn listen(mut self, address: impl Into<String>) -> Self {
         self.listen.push(address.into());
+        self
+    }
+
+    /// Another relay to keep connected at `address`: the two exchange route tables and forward
+    /// through each other (a mesh or a chain; at most 16 relays between two nodes). Both must
+    /// share a token.
+    pub fn peer(mut self, address: impl Into<String>) -> Self {
+        self.peers.push(address.into());
         self
     }
 
@@ -59,6 +68,9 @@ impl RelayBuilder {
             .engine(config.engine.apply(EngineConfig::default()));
         for address in &config.listen {
             builder = builder.listen(address.clone());
+        }
+        for address in &config.peers {
+            builder = builder.peer(address.clone());
         }
         for token in &config.tokens {
             let token = Token::new(token).map_err(|error| ConfigError::Invalid {
@@ -109,6 +121,9 @@ impl RelayBuilder {
         for address in self.listen {
             builder = builder.listen(address);
         }
+        for address in self.peers {
+            builder = builder.relay_peer(address);
+        }
         if let Some(tls) = self.tls {
             builder = builder.tls(tls);
         }
@@ -130,6 +145,7 @@ impl Relay {
         RelayBuilder {
             name: "relay".into(),
             listen: Vec::new(),
+            peers: Vec::new(),
             tokens: Vec::new(),
             engine: EngineConfig::default(),
             tls: None,

@@ -140,9 +140,14 @@ impl RelayProcess {
     }
 
     fn start_named(name: &str, listen: &str, token: Option<&str>) -> Self {
+        Self::start_with(name, listen, token, &[])
+    }
+
+    fn start_with(name: &str, listen: &str, token: Option<&str>, peers: &[&str]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_atbus-relay"));
         command
             .env("ATBUS_RELAY_NAME", name)
+            .env("ATBUS_RELAY_PEERS", peers.join(","))
             .env("ATBUS_RELAY_LISTEN", listen)
             .env_remove("ATBUS_RELAY_TOKEN")
             .env_remove("ATBUS_RELAY_CONFIG")
@@ -404,4 +409,58 @@ async fn killing_the_relay_mid_stream_moves_both_nodes_to_the_other_and_loses_no
     alice.shutdown().await;
     bob.shutdown().await;
     drop(second);
+}
+
+/// A request, tried again while the relays are still learning the route (NoRoute).
+async fn request_when_routed(from: &Node, to: &str, data: &'static str) -> Message {
+    for _ in 0..50 {
+        match from.request(to, data, Duration::from_secs(5)).await {
+            Ok(reply) => return reply,
+            Err(NodeError::Send(SendError::NoRoute { .. })) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("{} to {to}: {error}", from.name()),
+        }
+    }
+    panic!("no route from {} to {to} within 5 s", from.name());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_nodes_across_a_chain_of_three_relay_processes_reach_each_other() {
+    let first = RelayProcess::start_named("relay-1", "tcp://127.0.0.1:0", Some(TOKEN));
+    let second = RelayProcess::start_with(
+        "relay-2",
+        "udp://127.0.0.1:0",
+        Some(TOKEN),
+        &[&first.addresses[0]],
+    );
+    let third = RelayProcess::start_with(
+        "relay-3",
+        "tcp://127.0.0.1:0",
+        Some(TOKEN),
+        &[&second.addresses[0]],
+    );
+    let a = node("a", &first.addresses[0]).await;
+    let b = node("b", &second.addresses[0]).await;
+    let c = node("c", &third.addresses[0]).await;
+    let d = node("d", &third.addresses[0]).await;
+    for server in [&a, &b, &c, &d] {
+        serve_reversed(server.clone());
+    }
+    // Every pair, both ways: through one, two or three relays.
+    let nodes = [&a, &b, &c, &d];
+    for from in nodes {
+        for to in nodes {
+            if from.name() == to.name() {
+                continue;
+            }
+            let reply = request_when_routed(from, to.name(), "abc").await;
+            assert_eq!(reply.source, to.name());
+            assert_eq!(&reply.data[..], b"cba", "{} to {}", from.name(), to.name());
+        }
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+    drop((first, second, third));
 }

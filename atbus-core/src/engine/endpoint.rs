@@ -28,6 +28,7 @@ use super::transmit::ConnectionId;
 
 mod handshake;
 mod input;
+mod mesh;
 mod output;
 mod restart;
 mod route;
@@ -60,6 +61,8 @@ pub struct Endpoint {
     /// Decodes the first frame of an unauthenticated stream connection, with the handshake's
     /// size limit.
     handshake_codec: FrameCodec,
+    /// Relays: the routes other relays offered.
+    mesh: mesh::Mesh,
 }
 
 impl Endpoint {
@@ -83,6 +86,7 @@ impl Endpoint {
             name: name.into(),
             codec: FrameCodec::new(codec_config),
             handshake_codec: FrameCodec::new(handshake_config),
+            mesh: Default::default(),
             auth: AuthState::new(&config.auth, now),
             config,
             epoch: now,
@@ -150,6 +154,7 @@ impl Endpoint {
                 peer: peer.to_string(),
             });
         }
+        self.routes_changed();
     }
 
     /// Checks the id and MTU of a connection about to be added.
@@ -222,14 +227,20 @@ impl Endpoint {
                 settle(&mut self.connections, &mut self.stats, stream, now, true);
             }
         }
+        let mut gone = false;
         if let Some(peer) = self.peers.get_mut(&peer_name) {
             peer.connections.retain(|&id| id != connection);
+            gone = peer.connections.is_empty();
             if peer.connections.is_empty() && peer.reachable {
                 peer.reachable = false;
                 self.events.push_back(Event::PeerUnreachable {
                     peer: peer_name.clone(),
                 });
             }
+        }
+        if gone {
+            self.forget_relay_routes(&peer_name);
+            self.routes_changed();
         }
         match (established, failure) {
             (false, Some(failure)) => self.events.push_back(Event::HandshakeFailed {

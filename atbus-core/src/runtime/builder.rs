@@ -28,6 +28,7 @@ pub struct NodeBuilder {
     peers: Vec<(String, Vec<String>)>,
     on_demand: Vec<(String, Vec<String>)>,
     relays: Vec<String>,
+    relay_peers: Vec<String>,
     metadata: NodeMetadata,
     engine: EngineConfig,
     backoff: Backoff,
@@ -46,6 +47,7 @@ impl NodeBuilder {
             peers: Vec::new(),
             on_demand: Vec::new(),
             relays: Vec::new(),
+            relay_peers: Vec::new(),
             metadata: NodeMetadata::default(),
             engine: EngineConfig::default(),
             backoff: Backoff {
@@ -138,6 +140,14 @@ impl NodeBuilder {
         self
     }
 
+    /// For a relay (an engine with `auth.relay` set): another relay to keep connected at
+    /// `address`, as a relay: the two exchange route tables and forward through each other, so
+    /// that a node on one reaches nodes on the other (or further, up to 16 relays).
+    pub fn relay_peer(mut self, address: impl Into<String>) -> Self {
+        self.relay_peers.push(address.into());
+        self
+    }
+
     /// The engine's limits and timers (windows, timeouts, authentication rules).
     pub fn engine(mut self, config: EngineConfig) -> Self {
         self.engine = config;
@@ -180,7 +190,10 @@ impl NodeBuilder {
             (None, None) => None,
         };
         if credential.is_none()
-            && !(self.peers.is_empty() && self.on_demand.is_empty() && self.relays.is_empty())
+            && !(self.peers.is_empty()
+                && self.on_demand.is_empty()
+                && self.relays.is_empty()
+                && self.relay_peers.is_empty())
         {
             return Err(NodeError::Config(
                 "connecting to peers needs a token or a credential: call .token(…)".into(),
@@ -198,6 +211,11 @@ impl NodeBuilder {
             .iter()
             .map(|address| address.parse::<Address>())
             .collect::<Result<Vec<_>, _>>()?;
+        let relay_peers = self
+            .relay_peers
+            .iter()
+            .map(|address| address.parse::<Address>())
+            .collect::<Result<Vec<_>, _>>()?;
         self.metadata.validate()?;
         self.engine.validate().map_err(NodeError::Config)?;
         let context = Arc::new(TransportContext::for_node(
@@ -207,7 +225,8 @@ impl NodeBuilder {
                 .iter()
                 .chain(&on_demand)
                 .flat_map(|(_, addresses)| addresses)
-                .chain(&relays),
+                .chain(&relays)
+                .chain(&relay_peers),
         )?);
         let mut engine = self.engine;
         engine.auth.tokens.extend(self.tokens.iter().cloned());
@@ -259,6 +278,7 @@ impl NodeBuilder {
             dialer.dial_on_demand(&peer, addresses);
         }
         dialer.dial_relay(&relays);
+        dialer.dial_relay_peer(&relay_peers);
         Ok(Node {
             inner: Arc::new(Inner {
                 name,

@@ -66,6 +66,19 @@ impl Dialer {
         self.dial_with(ConnectOptions::to_anyone(credential.clone()), addresses);
     }
 
+    /// Relays: keeps a connection to another relay at each of `addresses`, introducing this node
+    /// as a relay, to exchange route tables and forward through each other.
+    pub fn dial_relay_peer(&self, addresses: &[Address]) {
+        let Some(credential) = &self.credential else {
+            return;
+        };
+        let options = ConnectOptions {
+            relay: true,
+            ..ConnectOptions::to_anyone(credential.clone())
+        };
+        self.dial_with(options, addresses);
+    }
+
     fn dial_with(&self, options: ConnectOptions, addresses: &[Address]) {
         for address in addresses {
             let options = options.clone();

@@ -262,3 +262,94 @@ fn frames_too_large_for_the_far_side_teach_the_sender_the_path_mtu() {
         "{dropped} frames too large before a learned"
     );
 }
+
+/// A chain of `relays` relays (each dialing the previous one as a relay), with node `a` on the
+/// first and node `c` on the last.
+fn chain(relays: usize) -> (World, NodeIndex, NodeIndex, Vec<NodeIndex>) {
+    let mut world = World::new(8);
+    let shared = token(9);
+    let relay_auth = || AuthConfig {
+        relay: true,
+        ..accepting([shared.clone()])
+    };
+    let indices: Vec<NodeIndex> = (0..relays)
+        .map(|i| world.add(&format!("relay-{i}"), relay_auth()))
+        .collect();
+    for (i, pair) in indices.windows(2).enumerate() {
+        let options = ConnectOptions {
+            relay: true,
+            ..ConnectOptions::new(format!("relay-{i}"), Credential::Token(shared.clone()))
+        };
+        world.connect(pair[1], pair[0], datagram(2), options);
+    }
+    let a = world.add("a", Default::default());
+    let c = world.add("c", Default::default());
+    for (node, i) in [(a, 0), (c, relays - 1)] {
+        let (relay, name) = (indices[i], format!("relay-{i}"));
+        world.connect(
+            node,
+            relay,
+            datagram(2),
+            ConnectOptions::new(name, Credential::Token(shared.clone())),
+        );
+    }
+    world.run_for(Duration::from_secs(1));
+    (world, a, c, indices)
+}
+
+#[test]
+fn nodes_on_the_two_ends_of_a_chain_of_three_relays_reach_each_other() {
+    let (mut world, a, c, relays) = chain(3);
+    for index in 0..100 {
+        world
+            .node_mut(a)
+            .endpoint
+            .send("c", 1, message(index), MessageMeta::default())
+            .expect("queued");
+    }
+    world.net.poll_node(a);
+    world.run_for(Duration::from_secs(3));
+    let got = world.node(c).messages_from("a");
+    assert_eq!(got.len(), 100);
+    assert!(got.iter().enumerate().all(|(i, data)| *data == message(i)));
+    // And back, through the same relays.
+    world
+        .node_mut(c)
+        .endpoint
+        .send("a", 1, Bytes::from_static(b"back"), MessageMeta::default())
+        .expect("queued");
+    world.net.poll_node(c);
+    world.run_for(Duration::from_millis(500));
+    assert_eq!(
+        world.node(a).messages_from("c"),
+        [Bytes::from_static(b"back")]
+    );
+    for relay in relays {
+        assert!(world.node(relay).endpoint.stats().frames_forwarded > 0);
+    }
+}
+
+#[test]
+fn a_node_more_than_sixteen_relays_away_is_not_routed_to() {
+    let (mut world, a, _c, _relays) = chain(18);
+    world
+        .node_mut(a)
+        .endpoint
+        .send(
+            "c",
+            1,
+            Bytes::from_static(b"too far"),
+            MessageMeta::default(),
+        )
+        .expect("queued");
+    world.net.poll_node(a);
+    world.run_for(Duration::from_secs(1));
+    assert!(
+        world
+            .node(a)
+            .events
+            .iter()
+            .any(|event| matches!(event, Event::Unroutable { peer, .. } if peer == "c")),
+        "c is beyond the hop limit: ROUTER_NOT_FOUND"
+    );
+}

@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use super::Endpoint;
 use super::handshake::HANDSHAKE_STREAM;
+use super::mesh::ROUTES_STREAM;
 use super::route::ROUTING_STREAM;
 use crate::engine::auth::AuthFailure;
 use crate::engine::config::ConnectionKind;
@@ -244,6 +245,7 @@ impl Endpoint {
             }
         };
         let routed = peer_name != self.connections[&connection].peer;
+        let routes = packet.stream_id == ROUTES_STREAM;
         let budget = self.config.peer_receive_budget;
         let window = self.config.stream_receive_window;
         let max_streams = self.config.max_streams_per_peer;
@@ -314,7 +316,8 @@ impl Endpoint {
             if new_gap || duplicate || probe {
                 peer.ack_now = true;
             }
-            if !stream.readable && stream.reassembler.has_message() {
+            // Route tables between relays are the engine's own: never Readable.
+            if !stream.readable && stream.reassembler.has_message() && !routes {
                 stream.readable = true;
                 self.events.push_back(Event::Readable {
                     peer: peer_name.clone(),
@@ -337,6 +340,9 @@ impl Endpoint {
             if peer.ack_deadline.is_none() {
                 peer.ack_deadline = Some(now + self.config.max_ack_delay);
             }
+        }
+        if routes {
+            self.take_route_tables(&peer_name);
         }
         // Only the connection's own peer may close it (a relayed frame cannot).
         if let (Some(reason), false) = (decoded.connection_close, routed) {

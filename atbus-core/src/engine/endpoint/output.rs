@@ -27,6 +27,7 @@ impl Endpoint {
     /// The next transmit, if any connection has something to send.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         self.tick(now);
+        self.announce_routes(now);
         let ids: Vec<ConnectionId> = self
             .connections
             .range(self.next_connection..)

@@ -102,8 +102,15 @@ impl Endpoint {
         }
         head.forward_for_connection_id = connection.0 as i64;
         head.source = self.name.clone();
+        // The destination's own connection; else the relay offering it (never back where the
+        // frame came from).
+        let from = self.connections.get(&connection).map(|c| c.peer.clone());
         let target = self
             .best_connection(&head.destination)
+            .or_else(|| {
+                let relay = self.mesh_next_hop(&head.destination, from.as_deref()?)?;
+                self.best_connection(relay)
+            })
             .filter(|&target| target != connection);
         let Some(target) = target else {
             self.count_forward_drop("no_route");

@@ -126,6 +126,7 @@ impl Endpoint {
             }
         };
         consider(self.handshake_timer());
+        consider(self.announce_at());
         for state in self.connections.values() {
             if state.is_established() {
                 consider(Some(state.last_received + self.config.idle_timeout));
