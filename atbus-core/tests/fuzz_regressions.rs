@@ -2,12 +2,16 @@
 //! describes the bug as it was; the test asserts the fixed behaviour.
 use std::time::Instant;
 
-use atbus_core::engine::{ConnectionId, ConnectionParams, Endpoint, EngineConfig, MessageMeta};
+use atbus_core::engine::{
+    ConnectOptions, ConnectionId, ConnectionParams, Credential, Endpoint, EngineConfig, Event,
+    MessageMeta, Token,
+};
 use atbus_proto::FrameCodec;
 use atbus_proto::protocol::frame_message::Body;
 use atbus_proto::protocol::packet_content::FragmentType;
 use atbus_proto::protocol::{
-    CloseReasonData, FrameMessage, MessageHead, PacketContent, PacketData,
+    AtbusCloseReason, AtbusPacketFlagType, CloseReasonData, FrameMessage, MessageHead,
+    PacketContent, PacketData,
 };
 use bytes::{Bytes, BytesMut};
 use prost::Message;
@@ -323,4 +327,100 @@ fn a_data_packet_at_a_reset_point_fits_a_64k_mtu() {
     )
     .unwrap();
     drain(&mut b, t1, mtu);
+}
+
+/// Opens connection `id` of `b` to a relay named "r" with a real handshake (a token), over
+/// `params`: b's side of it then says the peer is a relay.
+fn connect_to_relay(b: &mut Endpoint, now: Instant, id: ConnectionId, params: ConnectionParams) {
+    let token = Token::new("fuzz regressions: a relay's token").unwrap();
+    let mut config = EngineConfig::default();
+    config.auth.tokens = vec![token.clone()];
+    config.auth.relay = true;
+    let mut relay = Endpoint::new("r", config, now);
+    let options = ConnectOptions {
+        early_data: false,
+        ..ConnectOptions::new("r", Credential::Token(token))
+    };
+    b.connect(now, id, params, options).unwrap();
+    relay.accept(now, ConnectionId(1), params).unwrap();
+    loop {
+        let mut progress = false;
+        while let Some(transmit) = b.poll_transmit(now) {
+            progress = true;
+            relay.handle_input(now, ConnectionId(1), transmit.data);
+        }
+        while let Some(transmit) = relay.poll_transmit(now) {
+            progress = true;
+            b.handle_input(now, id, transmit.data);
+        }
+        if !progress {
+            break;
+        }
+    }
+    assert!(b.peer_identity(id).is_some_and(|identity| identity.relay));
+}
+
+/// A frame the relay "r" sends b, speaking for `originator`.
+fn from_relay(originator: &str, body: Body) -> Bytes {
+    let frame = FrameMessage {
+        head: Some(MessageHead {
+            source: "r".into(),
+            destination: "b".into(),
+            forward_for_source: originator.into(),
+            forward_for_connection_id: 0,
+        }),
+        body: Some(body),
+    };
+    let mut wire = BytesMut::new();
+    FrameCodec::default().encode(&frame, &mut wire).unwrap();
+    wire.freeze()
+}
+
+/// b reaches "x" through the relay "r" over a datagram connection; what it sends x is in flight
+/// on r's connection, in its congestion window. r answers that it knows no route to x
+/// (ROUTER_NOT_FOUND on stream -3): b dropped everything queued to x, flights included, without
+/// telling the connection's congestion control, so those units stayed in flight on r's
+/// connection for ever. Each such notice shrank what the connection could carry, until it sent
+/// no new data at all.
+#[test]
+fn flights_dropped_for_an_unroutable_peer_leave_the_congestion_window() {
+    let now = Instant::now();
+    let mut b = Endpoint::new("b", config(), now);
+    let conn = ConnectionId(1);
+    connect_to_relay(&mut b, now, conn, ConnectionParams::datagram_ipv6());
+    for _ in 0..4 {
+        b.send("x", 1, Bytes::from(vec![7; 4000]), MessageMeta::default())
+            .unwrap();
+    }
+    while b.poll_transmit(now).is_some() {}
+    let (_, in_flight) = b.congestion_window(conn).unwrap();
+    assert!(in_flight > 0, "b sent x data through r");
+
+    let notice = PacketData {
+        stream_id: -3,
+        content: PacketContent {
+            fragment: vec![FragmentType {
+                close_reason: Some(CloseReasonData {
+                    code: AtbusCloseReason::RouterNotFound as i32,
+                    message: "no route to x".into(),
+                }),
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+        .into(),
+        flags: AtbusPacketFlagType::FinishStream as i32,
+        ..Default::default()
+    };
+    b.handle_input(now, conn, from_relay("x", Body::Packet(notice)));
+    assert!(
+        std::iter::from_fn(|| b.poll_event())
+            .any(|event| matches!(event, Event::Unroutable { ref peer, .. } if peer == "x"))
+    );
+    assert_eq!(b.unacknowledged(), 0, "what was queued to x is dropped");
+    assert_eq!(
+        b.congestion_window(conn).unwrap().1,
+        0,
+        "and no longer in flight on r's connection"
+    );
 }

@@ -89,7 +89,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         None => RelayConfig::default(),
     };
     // An empty variable means "not set", not one empty address.
-    let listen: Vec<String> = cli.listen.iter().filter(|a| !a.is_empty()).cloned().collect();
+    let listen: Vec<String> = cli
+        .listen
+        .iter()
+        .filter(|a| !a.is_empty())
+        .cloned()
+        .collect();
     let peers: Vec<String> = cli.peer.iter().filter(|a| !a.is_empty()).cloned().collect();
     if !listen.is_empty() {
         config.listen = listen;

@@ -464,3 +464,104 @@ async fn four_nodes_across_a_chain_of_three_relay_processes_reach_each_other() {
     }
     drop((first, second, third));
 }
+
+/// Sends `count` messages of 8 KiB from `producer` to `consumer` and returns how long until the
+/// consumer had them all.
+async fn timed_transfer(producer: &Node, consumer: &Node, count: usize) -> Duration {
+    let start = std::time::Instant::now();
+    let sender = producer.clone();
+    let to = consumer.name().to_string();
+    let sending = tokio::spawn(async move {
+        for _ in 0..count {
+            sender
+                .send(&to, Bytes::from(vec![5u8; 8192]))
+                .await
+                .expect("send");
+        }
+    });
+    for _ in 0..count {
+        recv(consumer).await;
+    }
+    sending.await.expect("sender");
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_stops_reading_does_not_slow_another_consumer() {
+    let relay = RelayProcess::start("tcp://127.0.0.1:0", Some(TOKEN));
+    let producer = node("producer", &relay.addresses[0]).await;
+    // Small windows, so that the stopped consumer fills them within the test's time (by default
+    // it would take some 70 MiB before holding the producer back).
+    let stopped = Node::builder()
+        .name("stopped")
+        .token(token())
+        .relay(&relay.addresses[0])
+        .receive_buffer(1 << 20)
+        .engine(atbus_core::engine::EngineConfig {
+            max_message_size: 1 << 20,
+            stream_receive_window: 2 << 20,
+            peer_receive_budget: 3 << 20,
+            ..Default::default()
+        })
+        .start()
+        .await
+        .expect("stopped consumer");
+    for _ in 0..250 {
+        if stopped.connection_info().iter().any(|c| c.peer.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reading = node("reading", &relay.addresses[0]).await;
+    // Warm up the path (RTT samples, windows).
+    timed_transfer(&producer, &reading, 500).await;
+    // Each side of the comparison is the better of two runs: the machine is shared.
+    let alone = timed_transfer(&producer, &reading, 4000)
+        .await
+        .min(timed_transfer(&producer, &reading, 4000).await);
+
+    // The stopped consumer never reads: the producer's sends to it fill its windows and then
+    // wait, and nothing more goes its way.
+    let sender = producer.clone();
+    let blocked = tokio::spawn(async move {
+        loop {
+            if sender
+                .send("stopped", Bytes::from(vec![6u8; 8192]))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let mut filled = false;
+    for _ in 0..500 {
+        if producer
+            .try_send("stopped", Bytes::from(vec![6u8; 8192]))
+            .is_err()
+        {
+            filled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        filled,
+        "the stopped consumer's window filled: producer memory {}, stopped memory {}, {:?}",
+        producer.memory(),
+        stopped.memory(),
+        stopped.stats()
+    );
+    let beside = timed_transfer(&producer, &reading, 4000).await;
+    let again = timed_transfer(&producer, &reading, 4000).await;
+    let with_stopped = beside.min(again);
+    eprintln!("alone {alone:?}, beside a stopped consumer {beside:?} and {again:?}");
+    assert!(
+        with_stopped.as_secs_f64() <= alone.as_secs_f64() * 1.10 + 0.02,
+        "alone {alone:?}, beside a stopped consumer {with_stopped:?}"
+    );
+    blocked.abort();
+    for node in [&producer, &stopped, &reading] {
+        node.shutdown_within(Duration::from_millis(200)).await;
+    }
+}

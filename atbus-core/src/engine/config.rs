@@ -58,6 +58,12 @@ pub struct EngineConfig {
     pub idle_timeout: Duration,
     /// Frames of more bytes than this are refused by the codec. Default 2 MiB.
     pub max_frame_length: usize,
+    /// Relays: bytes of forwarded frames held for one connection (one destination node or
+    /// relay). Default 4 MiB.
+    pub forward_queue_limit: usize,
+    /// Relays: what happens to a frame for a connection whose queue is full. Default
+    /// [`ForwardOverflow::DropNewest`].
+    pub forward_overflow: ForwardOverflow,
     /// Authentication: the tokens accepted, anonymous peers, tickets, the replay window.
     pub auth: AuthConfig,
 }
@@ -82,6 +88,8 @@ impl Default for EngineConfig {
             keep_alive_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             max_frame_length: atbus_proto::DEFAULT_MAX_FRAME_LENGTH,
+            forward_queue_limit: 4 * 1024 * 1024,
+            forward_overflow: ForwardOverflow::DropNewest,
             auth: AuthConfig::default(),
         }
     }
@@ -130,6 +138,23 @@ impl EngineConfig {
         }
         Ok(())
     }
+}
+
+/// What a relay does when the queue of forwarded frames for a connection is full: its
+/// destination reads more slowly than it is sent to. The queue is per connection, so a slow
+/// consumer never holds up the others; the senders to it recover dropped frames end to end (and
+/// their windows to it fill, so their sends wait or return WouldBlock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardOverflow {
+    /// The frame that does not fit is dropped (counted as `queue_full`).
+    #[default]
+    DropNewest,
+    /// The oldest frames are dropped to make room (counted as `queue_full_oldest`).
+    DropOldest,
+    /// The slow connection is closed (counted as `slow_consumer`): its node reconnects, and
+    /// everything unacknowledged is resent.
+    Disconnect,
 }
 
 /// How a connection carries frames.

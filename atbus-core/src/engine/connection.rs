@@ -95,6 +95,9 @@ pub(crate) struct Connection {
     pub identity: Option<PeerIdentity>,
     /// Handshake frames to send before anything else.
     pub outbox: Vec<Bytes>,
+    /// The runtime's queue for the connection is full (its socket does not drain): nothing is
+    /// handed out for it until that clears.
+    pub transport_blocked: bool,
     /// Relays: frames forwarded for other nodes, waiting for this connection.
     pub forward: std::collections::VecDeque<Bytes>,
     /// Bytes in `forward`.
@@ -144,6 +147,7 @@ impl Connection {
             phase: Phase::Established,
             identity: None,
             outbox: Vec::new(),
+            transport_blocked: false,
             forward: Default::default(),
             forward_bytes: 0,
             handshake_deadline: None,

@@ -454,6 +454,16 @@ impl Endpoint {
         self.peers.values().map(|peer| peer.unacked_units).sum()
     }
 
+    /// The runtime tells whether its queue for `connection` is full (the socket does not drain):
+    /// while it is, nothing is handed out for that connection; a relay's forwarded frames for it
+    /// wait in the engine, within `forward_queue_limit` (then `forward_overflow` applies), and the
+    /// engine's own data waits in its windows.
+    pub fn set_transport_blocked(&mut self, connection: ConnectionId, blocked: bool) {
+        if let Some(state) = self.connections.get_mut(&connection) {
+            state.transport_blocked = blocked;
+        }
+    }
+
     /// The congestion window of datagram connection `connection` and the units in flight on it;
     /// `None` for a stream connection (its transport controls congestion) or an unknown one.
     pub fn congestion_window(&self, connection: ConnectionId) -> Option<(u64, u64)> {

@@ -30,7 +30,7 @@ pub use auth::{
     AllowRule, AnonymousPolicy, AuthConfig, AuthFailure, ConnectOptions, Credential, IdentityKind,
     IssuedIdentity, PeerIdentity, Token, TokenError,
 };
-pub use config::{ConnectionKind, ConnectionParams, EngineConfig};
+pub use config::{ConnectionKind, ConnectionParams, EngineConfig, ForwardOverflow};
 pub use endpoint::{Endpoint, MIN_MTU};
 pub use error::{ConnectionError, IssueError, SendError};
 pub use event::Event;

@@ -481,6 +481,12 @@ impl SendStream {
         self.flights.timeout_at(rto)
     }
 
+    /// Forgets every flight (the stream is being dropped): they leave the books without news of
+    /// their delivery, for the connections' congestion control to take out of flight.
+    pub fn forget_flights(&mut self) {
+        self.flights.forget_all();
+    }
+
     /// Declares lost every flight sent on `connection`, which died. Returns how many.
     pub fn on_connection_lost(&mut self, connection: ConnectionId) -> usize {
         let on_it = self.flights.on_connection(connection);

@@ -49,7 +49,7 @@ use serde::{Deserialize, Deserializer};
 use super::builder::NodeBuilder;
 use super::error::NodeError;
 use super::tls_config::TlsSettings;
-use crate::engine::{EngineConfig, Token};
+use crate::engine::{EngineConfig, ForwardOverflow, Token};
 
 /// The YAML form of a node's configuration. Unknown fields are errors, so a typo is caught.
 #[derive(Debug, Clone, Deserialize)]
@@ -147,6 +147,12 @@ pub struct EngineSection {
     /// [`EngineConfig::max_rto`].
     #[serde(default, deserialize_with = "some_duration")]
     pub max_rto: Option<Duration>,
+    /// [`EngineConfig::forward_queue_limit`] (relays).
+    #[serde(default)]
+    pub forward_queue_limit: Option<usize>,
+    /// [`EngineConfig::forward_overflow`] (relays): `drop_newest`, `drop_oldest` or `disconnect`.
+    #[serde(default)]
+    pub forward_overflow: Option<ForwardOverflow>,
 }
 
 impl EngineSection {
@@ -170,6 +176,8 @@ impl EngineSection {
         set(&mut config.max_ack_delay, self.max_ack_delay);
         set(&mut config.min_rto, self.min_rto);
         set(&mut config.max_rto, self.max_rto);
+        set(&mut config.forward_queue_limit, self.forward_queue_limit);
+        set(&mut config.forward_overflow, self.forward_overflow);
         if self.message_timeout.is_some() {
             config.message_timeout = self.message_timeout;
         }

@@ -33,7 +33,16 @@ pub(crate) struct Link {
     pub remote: String,
     /// Its transport's slot in the traffic counters.
     traffic_slot: Option<usize>,
+    /// Bytes in `queue`.
+    queued_bytes: usize,
+    /// The engine was told the transport is backed up (`queued_bytes` over [`LINK_BACKLOG`]).
+    blocked: bool,
 }
+
+/// Bytes queued for one connection's writer beyond which the engine is told to hold its
+/// transmits for it: a socket that does not drain (a slow or stopped reader) then holds back only
+/// what goes to that connection, within the engine's windows and a relay's forward queue.
+pub(crate) const LINK_BACKLOG: usize = 1024 * 1024;
 
 /// Everything behind the lock.
 pub(crate) struct State {
@@ -139,18 +148,24 @@ impl Shared {
     pub fn take_queue(&self, id: ConnectionId) -> (Vec<Bytes>, bool) {
         let mut state = self.lock();
         let State { links, traffic, .. } = &mut *state;
-        match links.get_mut(&id) {
-            Some(link) => {
-                let queue = std::mem::take(&mut link.queue);
-                if let Some(counters) = traffic.get_mut(link.traffic_slot) {
-                    counters.transmits_sent += queue.len() as u64;
-                    counters.bytes_sent +=
-                        queue.iter().map(|frame| frame.len() as u64).sum::<u64>();
-                }
-                (queue, link.closing)
-            }
-            None => (Vec::new(), true),
+        let Some(link) = links.get_mut(&id) else {
+            return (Vec::new(), true);
+        };
+        let queue = std::mem::take(&mut link.queue);
+        link.queued_bytes = 0;
+        if let Some(counters) = traffic.get_mut(link.traffic_slot) {
+            counters.transmits_sent += queue.len() as u64;
+            counters.bytes_sent += queue.iter().map(|frame| frame.len() as u64).sum::<u64>();
         }
+        let closing = link.closing;
+        if std::mem::take(&mut link.blocked) {
+            // The writer caught up: what the engine held for the connection may go now.
+            state.endpoint.set_transport_blocked(id, false);
+            let wakeups = state.drive(Instant::now());
+            drop(state);
+            self.wake(wakeups);
+        }
+        (queue, closing)
     }
 
     /// Feeds `data`, received on connection `id`, to the engine (and drives it).
@@ -196,6 +211,8 @@ impl State {
                 closing: false,
                 remote,
                 traffic_slot,
+                queued_bytes: 0,
+                blocked: false,
             },
         );
         (id, notify)
@@ -230,12 +247,7 @@ impl State {
     pub fn drive(&mut self, now: Instant) -> Wakeups {
         let mut wakeups = Wakeups::default();
         while let Some(transmit) = self.endpoint.poll_transmit(now) {
-            if let Some(link) = self.links.get_mut(&transmit.connection) {
-                if link.queue.is_empty() {
-                    wakeups.writers.push(link.notify.clone());
-                }
-                link.queue.push(transmit.data);
-            }
+            self.queue_transmit(transmit, &mut wakeups);
         }
         while let Some(event) = self.endpoint.poll_event() {
             self.on_event(event, &mut wakeups);
@@ -243,12 +255,7 @@ impl State {
         self.fill_inbox(&mut wakeups);
         // Reading may have opened windows: their acknowledgements go out now.
         while let Some(transmit) = self.endpoint.poll_transmit(now) {
-            if let Some(link) = self.links.get_mut(&transmit.connection) {
-                if link.queue.is_empty() {
-                    wakeups.writers.push(link.notify.clone());
-                }
-                link.queue.push(transmit.data);
-            }
+            self.queue_transmit(transmit, &mut wakeups);
         }
         while let Some(event) = self.endpoint.poll_event() {
             self.on_event(event, &mut wakeups);
@@ -260,6 +267,24 @@ impl State {
             wakeups.timer = true;
         }
         wakeups
+    }
+
+    /// Puts `transmit` in its connection's queue; past [`LINK_BACKLOG`], tells the engine to
+    /// hold the connection's transmits until the writer catches up.
+    fn queue_transmit(&mut self, transmit: crate::engine::Transmit, wakeups: &mut Wakeups) {
+        let Some(link) = self.links.get_mut(&transmit.connection) else {
+            return;
+        };
+        if link.queue.is_empty() {
+            wakeups.writers.push(link.notify.clone());
+        }
+        link.queued_bytes += transmit.data.len();
+        link.queue.push(transmit.data);
+        if link.queued_bytes > LINK_BACKLOG && !link.blocked {
+            link.blocked = true;
+            self.endpoint
+                .set_transport_blocked(transmit.connection, true);
+        }
     }
 
     fn on_event(&mut self, event: Event, wakeups: &mut Wakeups) {

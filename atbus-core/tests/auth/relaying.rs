@@ -353,3 +353,154 @@ fn a_node_more_than_sixteen_relays_away_is_not_routed_to() {
         "c is beyond the hop limit: ROUTER_NOT_FOUND"
     );
 }
+
+/// A relay whose queue per connection holds 32 KiB, with `policy`, a sender `a` and two
+/// consumers, `slow` and `fast`; the relay's connection to `slow` comes last in the result.
+fn slow_and_fast(
+    policy: atbus_core::engine::ForwardOverflow,
+) -> (
+    World,
+    NodeIndex,
+    NodeIndex,
+    NodeIndex,
+    NodeIndex,
+    atbus_core::engine::ConnectionId,
+) {
+    let mut world = World::new(11);
+    let shared = token(9);
+    let relay = world.add(
+        "relay",
+        AuthConfig {
+            relay: true,
+            ..accepting([shared.clone()])
+        },
+    );
+    world.node_mut(relay).endpoint = atbus_core::engine::Endpoint::new(
+        "relay",
+        atbus_core::engine::EngineConfig {
+            forward_queue_limit: 32 * 1024,
+            forward_overflow: policy,
+            auth: AuthConfig {
+                relay: true,
+                ..accepting([shared.clone()])
+            },
+            ..Default::default()
+        },
+        world.net.now(),
+    );
+    let (now, unix) = (world.net.now(), UNIX_START + world.net.elapsed());
+    world.node_mut(relay).endpoint.set_unix_time(now, unix);
+    let a = world.add("a", Default::default());
+    let slow = world.add("slow", Default::default());
+    let fast = world.add("fast", Default::default());
+    let mut slow_connection = None;
+    for node in [a, slow, fast] {
+        let link = world.connect(
+            node,
+            relay,
+            datagram(2),
+            ConnectOptions::new("relay", Credential::Token(shared.clone())),
+        );
+        if node == slow {
+            slow_connection = Some(link.b_connection);
+        }
+    }
+    world.run_for(Duration::from_millis(200));
+    let slow_connection = slow_connection.expect("connected");
+    (world, relay, a, slow, fast, slow_connection)
+}
+
+#[test]
+fn a_slow_consumer_fills_only_its_own_queue_and_every_message_still_arrives() {
+    use atbus_core::engine::ForwardOverflow;
+    for (policy, reason) in [
+        (ForwardOverflow::DropNewest, "queue_full"),
+        (ForwardOverflow::DropOldest, "queue_full_oldest"),
+    ] {
+        let (mut world, relay, a, slow, fast, to_slow) = slow_and_fast(policy);
+        // slow's socket stops draining at the relay (as a stopped process's would).
+        world
+            .node_mut(relay)
+            .endpoint
+            .set_transport_blocked(to_slow, true);
+        for index in 0..200 {
+            for to in ["slow", "fast"] {
+                world
+                    .node_mut(a)
+                    .endpoint
+                    .send(to, 1, message(index), MessageMeta::default())
+                    .expect("queued");
+            }
+        }
+        world.net.poll_node(a);
+        let start = world.net.now();
+        // The fast consumer has everything long before the slow one.
+        while world.node(fast).messages_from("a").len() < 200 {
+            world.run_for(Duration::from_millis(10));
+            assert!(
+                world.net.now() - start < Duration::from_secs(2),
+                "{policy:?}: fast held up"
+            );
+        }
+        let fast_done = world.net.now() - start;
+        world.run_for(Duration::from_secs(1));
+        let stats = world.node(relay).endpoint.stats();
+        assert!(
+            stats.forward_dropped.get(reason).copied().unwrap_or(0) > 0,
+            "{policy:?}: {stats:?}"
+        );
+        // It drains again: the senders' own retransmission brings what the relay dropped.
+        world
+            .node_mut(relay)
+            .endpoint
+            .set_transport_blocked(to_slow, false);
+        world.net.poll_node(relay);
+        world.run_for(Duration::from_secs(60));
+        let got = world.node(slow).messages_from("a");
+        assert_eq!(got.len(), 200, "{policy:?}");
+        assert!(got.iter().enumerate().all(|(i, data)| *data == message(i)));
+        assert!(
+            fast_done < Duration::from_millis(500),
+            "{policy:?}: {fast_done:?}"
+        );
+    }
+}
+
+#[test]
+fn a_relay_set_to_disconnect_closes_a_slow_consumer_only() {
+    let (mut world, relay, a, slow, fast, to_slow) =
+        slow_and_fast(atbus_core::engine::ForwardOverflow::Disconnect);
+    world
+        .node_mut(relay)
+        .endpoint
+        .set_transport_blocked(to_slow, true);
+    for index in 0..200 {
+        for to in ["slow", "fast"] {
+            world
+                .node_mut(a)
+                .endpoint
+                .send(to, 1, message(index), MessageMeta::default())
+                .expect("queued");
+        }
+    }
+    world.net.poll_node(a);
+    world.run_for(Duration::from_secs(2));
+    assert_eq!(world.node(fast).messages_from("a").len(), 200);
+    assert!(
+        world
+            .node(slow)
+            .events
+            .iter()
+            .any(|event| matches!(event, Event::ConnectionLost { reason, .. } if reason.message.contains("slow consumer"))),
+        "the slow consumer was told why"
+    );
+    assert_eq!(
+        world
+            .node(relay)
+            .endpoint
+            .stats()
+            .forward_dropped
+            .get("slow_consumer"),
+        Some(&1)
+    );
+}

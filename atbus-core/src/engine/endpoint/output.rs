@@ -47,6 +47,13 @@ impl Endpoint {
                 }
                 continue;
             }
+            if self
+                .connections
+                .get(&id)
+                .is_some_and(|c| c.transport_blocked)
+            {
+                continue;
+            }
             if let Some(data) = self.build_transmit(now, id) {
                 self.next_connection = ConnectionId(id.0.wrapping_add(1));
                 self.stats.bytes_sent += data.len() as u64;

@@ -14,6 +14,7 @@ use atbus_proto::protocol::{
 use bytes::BytesMut;
 
 use super::Endpoint;
+use crate::engine::config::ForwardOverflow;
 use crate::engine::event::Event;
 use crate::engine::transmit::ConnectionId;
 use crate::engine::wire::encode_content;
@@ -23,10 +24,6 @@ use crate::engine::wire::encode_content;
 /// set), or frames too large for the destination's connection (no fragment; `stream_offset` is
 /// the largest frame that connection takes).
 pub(crate) const ROUTING_STREAM: i64 = -3;
-
-/// Bytes of forwarded frames a relay holds for one connection; beyond it frames are dropped
-/// (their senders resend them).
-pub(crate) const FORWARD_QUEUE_LIMIT: usize = 4 * 1024 * 1024;
 
 /// After a relay reported no route to a peer, sends to it fail for this long; then a send tries
 /// again.
@@ -144,9 +141,38 @@ impl Endpoint {
             self.count_forward_drop("too_large");
             return false;
         }
-        if state.forward_bytes + encoded.len() > FORWARD_QUEUE_LIMIT {
-            self.count_forward_drop("queue_full");
-            return true;
+        let limit = self.config.forward_queue_limit;
+        if state.forward_bytes + encoded.len() > limit {
+            match self.config.forward_overflow {
+                ForwardOverflow::DropNewest => {
+                    self.count_forward_drop("queue_full");
+                    return true;
+                }
+                ForwardOverflow::DropOldest => {
+                    let mut dropped = 0;
+                    while state.forward_bytes + encoded.len() > limit {
+                        let Some(oldest) = state.forward.pop_front() else {
+                            break;
+                        };
+                        state.forward_bytes -= oldest.len();
+                        dropped += 1;
+                    }
+                    *self
+                        .stats
+                        .forward_dropped
+                        .entry("queue_full_oldest")
+                        .or_default() += dropped;
+                }
+                ForwardOverflow::Disconnect => {
+                    self.count_forward_drop("slow_consumer");
+                    let reason = CloseReasonData {
+                        code: AtbusCloseReason::Shutdown as i32,
+                        message: "slow consumer: the relay's queue for it is full".into(),
+                    };
+                    self.close_connection(target, reason);
+                    return true;
+                }
+            }
         }
         state.forward_bytes += encoded.len();
         state.forward.push_back(encoded.freeze());
@@ -221,6 +247,12 @@ impl Endpoint {
         }
         peer.unroutable_until = Some(now + UNROUTABLE_FOR);
         let dropped_units = peer.unacked_units;
+        // Its flights leave the books of the connections they went out on (the relay's), or
+        // their units would count as in flight there for ever.
+        for stream in peer.send.values_mut() {
+            stream.forget_flights();
+            super::settle(&mut self.connections, &mut self.stats, stream, now, false);
+        }
         peer.send.clear();
         peer.blocked.clear();
         peer.unacked_units = 0;

@@ -81,7 +81,9 @@ impl Endpoint {
                 continue;
             };
             if peer.ack_deadline.is_some_and(|at| at <= now) {
+                // Due: it goes with the next transmit (the deadline is done with).
                 peer.ack_now = true;
+                peer.ack_deadline = None;
             }
             if !reachable {
                 continue; // nothing can be resent until a connection comes
@@ -131,8 +133,9 @@ impl Endpoint {
             if state.is_established() {
                 consider(Some(state.last_received + self.config.idle_timeout));
             }
-            // An address not yet proven gets no pings (they would not fit its budget).
-            if state.is_established() && state.validated {
+            // An address not yet proven gets no pings (they would not fit its budget), nor does a
+            // connection whose transport is backed up (it would not take them).
+            if state.is_established() && state.validated && !state.transport_blocked {
                 consider(Some(state.last_ping.map_or(self.epoch, |last| {
                     last + self.config.keep_alive_interval
                 })));
@@ -146,11 +149,18 @@ impl Endpoint {
             consider(peer.ack_deadline);
             let rto = self.rto(name);
             let loss_delay = self.loss_delay(name);
+            // Probes and resets wait while the connection they would go on is backed up.
+            let blocked = self
+                .data_connection(name)
+                .and_then(|id| self.connections.get(&id))
+                .is_some_and(|connection| connection.transport_blocked);
             for stream in peer.send.values() {
                 consider(stream.loss_time(loss_delay));
                 consider(stream.timeout_at(rto));
-                consider(stream.probe_at(rto));
-                consider(stream.reset_at());
+                if !blocked {
+                    consider(stream.probe_at(rto));
+                    consider(stream.reset_at());
+                }
                 if let Some(timeout) = self.config.message_timeout {
                     consider(stream.expiry_at(timeout));
                 }
