@@ -9,6 +9,9 @@ use serde::Deserialize;
 /// Where a relay listens when nothing says otherwise: TCP and UDP on loopback port 7800.
 pub const DEFAULT_LISTEN: [&str; 2] = ["tcp://127.0.0.1:7800", "udp://127.0.0.1:7800"];
 
+/// Where the admin HTTP side listens when nothing says otherwise.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:7801";
+
 /// A relay's configuration. Unknown fields are errors, so that a typo is caught.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +22,10 @@ pub struct RelayConfig {
     /// Addresses to listen on (default [`DEFAULT_LISTEN`]).
     #[serde(default = "default_listen")]
     pub listen: Vec<String>,
+    /// `host:port` of the admin HTTP side (health, metrics, JSON views); empty for none
+    /// (default [`DEFAULT_ADMIN`]).
+    #[serde(default = "default_admin")]
+    pub admin: String,
     /// Other relays to keep connected (a mesh or a chain): they exchange route tables and
     /// forward through each other.
     #[serde(default)]
@@ -39,6 +46,10 @@ fn default_name() -> String {
     "relay".to_string()
 }
 
+fn default_admin() -> String {
+    DEFAULT_ADMIN.to_string()
+}
+
 fn default_listen() -> Vec<String> {
     DEFAULT_LISTEN
         .iter()
@@ -51,6 +62,7 @@ impl Default for RelayConfig {
         Self {
             name: default_name(),
             listen: default_listen(),
+            admin: default_admin(),
             peers: Vec::new(),
             tokens: Vec::new(),
             tls: None,
@@ -131,6 +143,15 @@ impl RelayConfig {
             address
                 .parse::<atbus_core::Address>()
                 .map_err(|error| invalid(format!("listen[{index}]"), error.to_string()))?;
+        }
+        if !self.admin.is_empty() && self.admin.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "admin".into(),
+                format!(
+                    "{:?} is not ip:port (e.g. 127.0.0.1:7801); empty for none",
+                    self.admin
+                ),
+            ));
         }
         for (index, address) in self.peers.iter().enumerate() {
             address

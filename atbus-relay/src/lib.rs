@@ -36,10 +36,13 @@
 //! Relays connect to each other (`RelayBuilder::peer`, YAML `peers`) in a chain or a mesh: they
 //! exchange route tables and forward through each other, up to 16 relays between two nodes.
 //!
-//! Not yet here (see the relay issue): per-destination queue policies and the admin HTTP side.
+//! With an admin address (`RelayBuilder::admin`, YAML `admin`, default `127.0.0.1:7801` for the
+//! binary) it serves `/healthz`, `/readyz`, `/metrics` (Prometheus), `/v1/nodes`,
+//! `/v1/connections`, `/v1/routes` and `/v1/nodes?watch=1&heartbeat=N` (server-sent events).
 
+mod admin;
 mod config;
 mod relay;
 
-pub use config::{ConfigError, DEFAULT_LISTEN, RelayConfig};
+pub use config::{ConfigError, DEFAULT_ADMIN, DEFAULT_LISTEN, RelayConfig};
 pub use relay::{Relay, RelayBuilder};

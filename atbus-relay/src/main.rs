@@ -3,6 +3,7 @@
 //! variables (flags and variables win over the file) configure it; `check-config FILE`
 //! validates a file. SIGTERM or Ctrl-C shut it down gracefully.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -29,6 +30,10 @@ struct Cli {
     /// replaces the file's `listen`.
     #[arg(long, env = "ATBUS_RELAY_LISTEN", value_delimiter = ',')]
     listen: Vec<String>,
+    /// `ip:port` of the admin HTTP side (health, metrics, JSON views, watch); replaces the
+    /// file's `admin` (default 127.0.0.1:7801); `off` for none.
+    #[arg(long, env = "ATBUS_RELAY_ADMIN")]
+    admin: Option<String>,
     /// Other relays to keep connected, comma-separated; replaces the file's `peers`.
     #[arg(long, env = "ATBUS_RELAY_PEERS", value_delimiter = ',')]
     peer: Vec<String>,
@@ -102,6 +107,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     if !peers.is_empty() {
         config.peers = peers;
     }
+    match cli.admin.as_deref() {
+        Some("off") | Some("") => config.admin = String::new(),
+        Some(admin) => config.admin = admin.to_string(),
+        None => {}
+    }
     if let Some(name) = &cli.name {
         config.name = name.clone();
     }
@@ -118,13 +128,22 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         );
         builder = builder.token(Token::new(&token)?);
     }
+    // Signals are caught from before the relay says it is up: a SIGTERM right after that is a
+    // graceful stop, not the default death.
+    let signal = shutdown_signal()?;
     let relay = builder.start().await?;
+    // One line per address on stdout: scripts and tests read them. A closed stdout is no
+    // reason to stop relaying: write errors are ignored.
+    let mut stdout = std::io::stdout();
     for address in relay.local_addresses() {
-        // One line per address on stdout: scripts and tests read them.
-        println!("listening on {address}");
+        let _ = writeln!(stdout, "listening on {address}");
     }
+    if let Some(admin) = relay.admin_address() {
+        let _ = writeln!(stdout, "admin on http://{admin}");
+    }
+    let _ = stdout.flush();
     tracing::info!(name = relay.name(), "relay running");
-    shutdown_signal().await;
+    signal.await;
     eprintln!("atbus-relay: shutting down");
     relay
         .shutdown_within(Duration::from_secs(cli.drain_seconds))
@@ -141,25 +160,18 @@ fn development_token() -> Result<String, Box<dyn std::error::Error>> {
     Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
-/// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C; the handlers are installed when this is called.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let interrupt = tokio::signal::ctrl_c();
+    Ok(async move {
+        #[cfg(unix)]
         tokio::select! {
             _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = interrupt => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+        #[cfg(not(unix))]
+        let _ = interrupt.await;
+    })
 }

@@ -2,12 +2,19 @@
 //! [`RelayConfig`]. Underneath it is an atbus [`Node`] whose engine forwards: nodes authenticate
 //! to it with a token, learn from its accept that it is a relay, and reach each other through it.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use atbus_core::Address;
 use atbus_core::engine::{EngineConfig, EngineStats, Token};
 use atbus_core::runtime::{ConnectionInfo, Node, NodeError, TlsSettings, TrafficCounters};
 
+use crate::admin::{self, Admin};
 use crate::config::{ConfigError, RelayConfig};
 
 /// Configures and starts a [`Relay`].
@@ -16,6 +23,7 @@ pub struct RelayBuilder {
     name: String,
     listen: Vec<String>,
     peers: Vec<String>,
+    admin: Option<String>,
     tokens: Vec<Token>,
     engine: EngineConfig,
     tls: Option<TlsSettings>,
@@ -39,6 +47,13 @@ impl RelayBuilder {
     /// share a token.
     pub fn peer(mut self, address: impl Into<String>) -> Self {
         self.peers.push(address.into());
+        self
+    }
+
+    /// Serves the admin HTTP side on `address` (`ip:port`; port 0 picks one, see
+    /// [`Relay::admin_address`]).
+    pub fn admin(mut self, address: impl Into<String>) -> Self {
+        self.admin = Some(address.into());
         self
     }
 
@@ -71,6 +86,9 @@ impl RelayBuilder {
         }
         for address in &config.peers {
             builder = builder.peer(address.clone());
+        }
+        if !config.admin.is_empty() {
+            builder = builder.admin(config.admin.clone());
         }
         for token in &config.tokens {
             let token = Token::new(token).map_err(|error| ConfigError::Invalid {
@@ -127,8 +145,31 @@ impl RelayBuilder {
         if let Some(tls) = self.tls {
             builder = builder.tls(tls);
         }
+        // The admin port is bound first: a relay that cannot serve it does not start.
+        let admin_listener =
+            match &self.admin {
+                Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
+                    NodeError::Config(format!("admin address {address}: {error}"))
+                })?),
+                None => None,
+            };
+        let node = builder.start().await?;
+        let ready = Arc::new(AtomicBool::new(true));
+        let (stop, stop_rx) = watch::channel(false);
+        let mut admin_address = None;
+        if let Some(listener) = admin_listener {
+            admin_address = listener.local_addr().ok();
+            let admin = Admin {
+                node: node.clone(),
+                ready: ready.clone(),
+            };
+            tokio::spawn(admin::serve(listener, admin, stop_rx));
+        }
         Ok(Relay {
-            node: builder.start().await?,
+            node,
+            admin_address,
+            ready,
+            stop: Arc::new(stop),
         })
     }
 }
@@ -137,6 +178,9 @@ impl RelayBuilder {
 #[derive(Debug, Clone)]
 pub struct Relay {
     node: Node,
+    admin_address: Option<SocketAddr>,
+    ready: Arc<AtomicBool>,
+    stop: Arc<watch::Sender<bool>>,
 }
 
 impl Relay {
@@ -146,6 +190,7 @@ impl Relay {
             name: "relay".into(),
             listen: Vec::new(),
             peers: Vec::new(),
+            admin: None,
             tokens: Vec::new(),
             engine: EngineConfig::default(),
             tls: None,
@@ -160,6 +205,11 @@ impl Relay {
     /// The addresses it listens on, with the ports chosen for port 0.
     pub fn local_addresses(&self) -> &[Address] {
         self.node.local_addresses()
+    }
+
+    /// Where the admin HTTP side listens, if it does.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin_address
     }
 
     /// The engine's counters: frames forwarded, forwards dropped by reason, handshake failures
@@ -181,11 +231,14 @@ impl Relay {
     /// Stops accepting, lets what is queued go out within `deadline`, and closes every
     /// connection with SHUTDOWN so that nodes move to another relay.
     pub async fn shutdown_within(&self, deadline: Duration) {
+        // Not ready any more: load balancers stop sending nodes here while it drains.
+        self.ready.store(false, Ordering::Relaxed);
         self.node.shutdown_within(deadline).await;
+        let _ = self.stop.send(true);
     }
 
     /// [`shutdown_within`](Self::shutdown_within) 5 seconds.
     pub async fn shutdown(&self) {
-        self.node.shutdown().await;
+        self.shutdown_within(Duration::from_secs(5)).await;
     }
 }

@@ -131,7 +131,11 @@ async fn a_request_to_a_node_the_relay_does_not_know_fails_with_no_route() {
 struct RelayProcess {
     child: Child,
     addresses: Vec<String>,
-    stderr: BufReader<std::process::ChildStderr>,
+    /// Its admin HTTP address.
+    admin: Option<std::net::SocketAddr>,
+    /// What the relay wrote to stderr so far, line by line (a thread drains the pipe, so that
+    /// a chatty relay never blocks on it).
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl RelayProcess {
@@ -148,6 +152,7 @@ impl RelayProcess {
         command
             .env("ATBUS_RELAY_NAME", name)
             .env("ATBUS_RELAY_PEERS", peers.join(","))
+            .env("ATBUS_RELAY_ADMIN", "127.0.0.1:0")
             .env("ATBUS_RELAY_LISTEN", listen)
             .env_remove("ATBUS_RELAY_TOKEN")
             .env_remove("ATBUS_RELAY_CONFIG")
@@ -158,18 +163,36 @@ impl RelayProcess {
         }
         let mut child = command.spawn().expect("the relay binary runs");
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        let pipe = BufReader::new(child.stderr.take().expect("stderr"));
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = stderr.clone();
+        std::thread::spawn(move || {
+            for line in pipe.lines().map_while(Result::ok) {
+                lines.lock().expect("lines").push(line);
+            }
+        });
+        // Its addresses, then the admin line; stdout is then drained by a thread (a closed pipe
+        // would make the relay's next print fail).
         let expected = listen.split(',').count();
-        let addresses: Vec<String> = stdout
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|line| line.strip_prefix("listening on ").map(str::to_string))
-            .take(expected)
-            .collect();
+        let mut lines = stdout.lines();
+        let mut addresses = Vec::new();
+        let mut admin = None;
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some(address) = line.strip_prefix("listening on ") {
+                addresses.push(address.to_string());
+            } else if let Some(address) = line.strip_prefix("admin on http://") {
+                admin = address.parse().ok();
+            }
+            if addresses.len() == expected && admin.is_some() {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
         assert_eq!(addresses.len(), expected, "the relay printed its addresses");
         Self {
             child,
             addresses,
+            admin,
             stderr,
         }
     }
@@ -216,6 +239,8 @@ async fn nodes_talk_through_the_relay_binary_which_stops_gracefully_on_sigterm()
         .await
         .expect("a reply through the relay process");
     assert_eq!(&reply.data[..], b"evil");
+    let admin = relay.admin.expect("the binary serves its admin side");
+    assert_eq!(http_get(admin, "/healthz").await.0, 200);
     let mut events = alice.events();
     let status = relay.terminate();
     assert!(status.success(), "{status}");
@@ -238,20 +263,25 @@ async fn nodes_talk_through_the_relay_binary_which_stops_gracefully_on_sigterm()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_the_binary_makes_up_a_development_token_and_prints_it_once() {
-    let mut relay = RelayProcess::start("tcp://127.0.0.1:0", None);
+    let relay = RelayProcess::start("tcp://127.0.0.1:0", None);
     let mut printed = None;
     let mut warning = String::new();
-    for _ in 0..10 {
-        let mut line = String::new();
-        if relay.stderr.read_line(&mut line).expect("stderr") == 0 {
+    for _ in 0..100 {
+        let lines = relay.stderr.lock().expect("lines").clone();
+        warning = lines.join("\n");
+        printed = lines
+            .iter()
+            .find_map(|line| line.trim().strip_prefix("ATBUS_TOKEN=").map(str::to_string));
+        if printed.is_some() {
             break;
         }
-        warning.push_str(&line);
-        if let Some(token) = line.trim().strip_prefix("ATBUS_TOKEN=") {
-            printed = Some(token.to_string());
-            break;
-        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(
+        warning.matches("ATBUS_TOKEN=").count(),
+        1,
+        "printed once:\n{warning}"
+    );
     assert!(warning.contains("WARNING"), "{warning}");
     let printed = printed.expect("the token is printed");
     assert_eq!(printed.len(), 64, "32 random bytes in hex");
@@ -515,10 +545,12 @@ async fn a_consumer_that_stops_reading_does_not_slow_another_consumer() {
     let reading = node("reading", &relay.addresses[0]).await;
     // Warm up the path (RTT samples, windows).
     timed_transfer(&producer, &reading, 500).await;
-    // Each side of the comparison is the better of two runs: the machine is shared.
-    let alone = timed_transfer(&producer, &reading, 4000)
-        .await
-        .min(timed_transfer(&producer, &reading, 4000).await);
+    // Each side of the comparison is the best of three runs: the machine is shared (other
+    // tests, other processes), and the best run is the one least disturbed.
+    let mut alone = Duration::MAX;
+    for _ in 0..3 {
+        alone = alone.min(timed_transfer(&producer, &reading, 4000).await);
+    }
 
     // The stopped consumer never reads: the producer's sends to it fill its windows and then
     // wait, and nothing more goes its way.
@@ -552,10 +584,11 @@ async fn a_consumer_that_stops_reading_does_not_slow_another_consumer() {
         stopped.memory(),
         stopped.stats()
     );
-    let beside = timed_transfer(&producer, &reading, 4000).await;
-    let again = timed_transfer(&producer, &reading, 4000).await;
-    let with_stopped = beside.min(again);
-    eprintln!("alone {alone:?}, beside a stopped consumer {beside:?} and {again:?}");
+    let mut with_stopped = Duration::MAX;
+    for _ in 0..3 {
+        with_stopped = with_stopped.min(timed_transfer(&producer, &reading, 4000).await);
+    }
+    eprintln!("alone {alone:?}, beside a stopped consumer {with_stopped:?}");
     assert!(
         with_stopped.as_secs_f64() <= alone.as_secs_f64() * 1.10 + 0.02,
         "alone {alone:?}, beside a stopped consumer {with_stopped:?}"
@@ -564,4 +597,138 @@ async fn a_consumer_that_stops_reading_does_not_slow_another_consumer() {
     for node in [&producer, &stopped, &reading] {
         node.shutdown_within(Duration::from_millis(200)).await;
     }
+}
+
+/// A plain HTTP/1.1 GET on loopback: the status code and the body.
+async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a header");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status");
+    (status, body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admin_endpoint_returns_what_it_promises() {
+    let relay = Relay::builder()
+        .listen("tcp://127.0.0.1:0")
+        .token(token())
+        .admin("127.0.0.1:0")
+        .start()
+        .await
+        .expect("relay");
+    let admin = relay.admin_address().expect("admin address");
+    let address = relay.local_addresses()[0].to_string();
+
+    // The watch, opened before any node: init (empty, id 1), then an update as alice connects,
+    // heartbeats (id 0) every second, and a delete when she goes.
+    let mut watch = tokio::net::TcpStream::connect(admin)
+        .await
+        .expect("connect");
+    {
+        use tokio::io::AsyncWriteExt;
+        watch
+            .write_all(b"GET /v1/nodes?watch=1&heartbeat=1 HTTP/1.1\r\nHost: admin\r\n\r\n")
+            .await
+            .expect("write");
+    }
+    let alice = node("alice", &address).await;
+    let bob = node("bob", &address).await;
+    serve_reversed(bob.clone());
+    let reply = alice
+        .request("bob", "ping", Duration::from_secs(5))
+        .await
+        .expect("reply");
+    assert_eq!(&reply.data[..], b"gnip");
+
+    let (status, body) = http_get(admin, "/healthz").await;
+    assert_eq!((status, body.trim()), (200, "ok"));
+    let (status, _) = http_get(admin, "/readyz").await;
+    assert_eq!(status, 200);
+
+    let (status, metrics) = http_get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    for family in [
+        "atbus_relay_up 1",
+        "atbus_relay_connections{transport=\"tcp\"} 2",
+        "atbus_relay_bytes_received_total{transport=\"tcp\"}",
+        "atbus_relay_bytes_sent_total{transport=\"tcp\"}",
+        "atbus_relay_forwards_total",
+        "atbus_relay_forward_queue_bytes",
+        "atbus_relay_connection_rtt_seconds_bucket{le=\"+Inf\"} 2",
+        "# TYPE atbus_relay_handshake_failures_total counter",
+    ] {
+        assert!(
+            metrics.contains(family),
+            "/metrics lacks {family}:\n{metrics}"
+        );
+    }
+    let forwards: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("atbus_relay_forwards_total "))
+        .and_then(|value| value.parse().ok())
+        .expect("a forwards sample");
+    assert!(forwards >= 2.0, "{forwards}");
+
+    let (status, nodes) = http_get(admin, "/v1/nodes").await;
+    assert_eq!(status, 200);
+    let nodes: serde_json::Value = serde_json::from_str(&nodes).expect("JSON");
+    let names: Vec<&str> = nodes
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|node| node["name"].as_str())
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+
+    let (status, connections) = http_get(admin, "/v1/connections").await;
+    assert_eq!(status, 200);
+    let connections: serde_json::Value = serde_json::from_str(&connections).expect("JSON");
+    assert_eq!(connections.as_array().expect("a list").len(), 2);
+    assert!(
+        connections[0]["remote"]
+            .as_str()
+            .expect("remote")
+            .starts_with("tcp://")
+    );
+
+    let (status, routes) = http_get(admin, "/v1/routes").await;
+    assert_eq!((status, routes.as_str()), (200, "[]"), "no other relay");
+
+    alice.shutdown().await;
+    // Read the watch until alice's delete arrives.
+    let mut seen = String::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = [0u8; 4096];
+        while !(seen.contains("event: delete") && seen.contains("event: heartbeat")) {
+            let read = watch.read(&mut buffer).await.expect("read");
+            assert!(read > 0, "the watch closed early:\n{seen}");
+            seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the watch did not show alice go:\n{seen}"));
+    assert!(seen.contains("text/event-stream"), "{seen}");
+    let init = seen.find("event: init").expect("init first");
+    let update = seen.find("event: update").expect("an update");
+    let delete = seen.find("event: delete").expect("a delete");
+    assert!(init < update && update < delete, "{seen}");
+    assert!(seen[init..].contains("id: 1"), "{seen}");
+    assert!(seen.contains("\"name\":\"alice\""), "{seen}");
+    let heartbeat = seen.find("event: heartbeat").expect("a heartbeat");
+    assert!(seen[heartbeat..].contains("id: 0"), "{seen}");
+
+    bob.shutdown().await;
+    relay.shutdown().await;
 }

@@ -104,6 +104,26 @@ impl Node {
         &self.inner.name
     }
 
+    /// The peers with a live connection to this node, by name.
+    pub fn reachable_peers(&self) -> Vec<String> {
+        let state = self.inner.shared.lock();
+        state
+            .endpoint
+            .reachable_peers()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Relays: the nodes other relays offered, as (node, through which relay, hops).
+    pub fn relay_routes(&self) -> Vec<(String, String, u32)> {
+        self.inner.shared.lock().endpoint.relay_routes()
+    }
+
+    /// Relays: bytes of forwarded frames waiting for slow connections.
+    pub fn forward_queued_bytes(&self) -> usize {
+        self.inner.shared.lock().endpoint.forward_queued_bytes()
+    }
+
     /// The node's namespace, labels and annotations.
     pub fn metadata(&self) -> &NodeMetadata {
         &self.inner.metadata

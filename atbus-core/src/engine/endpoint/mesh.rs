@@ -50,6 +50,31 @@ impl Endpoint {
             .map(|(_, relay)| relay.as_str())
     }
 
+    /// Relays: the routes other relays offered, as (node, relay, hops), the fewest hops per node.
+    pub fn relay_routes(&self) -> Vec<(String, String, u32)> {
+        let mut best: BTreeMap<&str, (u32, &str)> = BTreeMap::new();
+        for (relay, table) in &self.mesh.tables {
+            if !self.is_relay_peer(relay) {
+                continue;
+            }
+            for (node, &hops) in table {
+                let entry = best.entry(node).or_insert((hops, relay));
+                *entry = (*entry).min((hops, relay));
+            }
+        }
+        best.into_iter()
+            .map(|(node, (hops, relay))| (node.to_string(), relay.to_string(), hops))
+            .collect()
+    }
+
+    /// Relays: bytes of forwarded frames waiting for their connections.
+    pub fn forward_queued_bytes(&self) -> usize {
+        self.connections
+            .values()
+            .map(|connection| connection.forward_bytes)
+            .sum()
+    }
+
     /// Notes that the nodes this relay can reach may have changed.
     pub(super) fn routes_changed(&mut self) {
         if self.config.auth.relay {
