@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use atbus_core::engine::{
     ConnectOptions, ConnectionId, ConnectionParams, Credential, Endpoint, EngineConfig, Event,
-    MessageMeta, Token,
+    ForwardOverflow, MessageMeta, Token,
 };
 use atbus_proto::FrameCodec;
 use atbus_proto::protocol::frame_message::Body;
@@ -423,4 +423,62 @@ fn flights_dropped_for_an_unroutable_peer_leave_the_congestion_window() {
         0,
         "and no longer in flight on r's connection"
     );
+}
+
+/// A frame from "a" for "c", through the relay `b`, with `len` bytes of data.
+fn for_c(len: usize) -> Bytes {
+    let content = PacketContent {
+        fragment: vec![FragmentType {
+            data: Bytes::from(vec![3; len]),
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    let frame = FrameMessage {
+        head: Some(MessageHead {
+            source: "a".into(),
+            destination: "c".into(),
+            ..Default::default()
+        }),
+        body: Some(Body::Packet(PacketData {
+            stream_id: 1,
+            content: content.into(),
+            ..Default::default()
+        })),
+    };
+    let mut wire = BytesMut::new();
+    FrameCodec::default().encode(&frame, &mut wire).unwrap();
+    wire.freeze()
+}
+
+/// A relay with `forward_overflow: drop_oldest` gets a frame larger than its whole
+/// `forward_queue_limit`: it dropped every frame queued for that connection to make room, and
+/// then queued the large frame anyway, over the limit. The large frame is dropped instead, and
+/// the queue keeps what it had.
+#[test]
+fn drop_oldest_never_holds_more_than_the_forward_queue_limit() {
+    let now = Instant::now();
+    let mut config = config();
+    config.auth.relay = true;
+    config.forward_queue_limit = 1000;
+    config.forward_overflow = ForwardOverflow::DropOldest;
+    let mut b = Endpoint::new("b", config, now);
+    let (from_a, to_c) = (ConnectionId(1), ConnectionId(2));
+    b.add_connection(now, from_a, "a", ConnectionParams::stream())
+        .unwrap();
+    b.add_connection(now, to_c, "c", ConnectionParams::stream())
+        .unwrap();
+    while b.poll_transmit(now).is_some() {}
+    b.handle_input(now, from_a, for_c(400));
+    b.handle_input(now, from_a, for_c(1200));
+    let forwarded: usize = std::iter::from_fn(|| b.poll_transmit(now))
+        .filter(|transmit| transmit.connection == to_c)
+        .map(|transmit| transmit.data.len())
+        .sum();
+    assert!(
+        forwarded <= 1000,
+        "{forwarded} bytes forwarded at once, over the limit of 1000"
+    );
+    assert!(forwarded > 400, "the small frame went out");
+    assert_eq!(b.stats().forward_dropped.get("queue_full"), Some(&1));
 }

@@ -148,6 +148,12 @@ impl Endpoint {
                     self.count_forward_drop("queue_full");
                     return true;
                 }
+                // Larger than the whole queue: it never fits, and emptying the queue for it would
+                // leave it over the limit.
+                ForwardOverflow::DropOldest if encoded.len() > limit => {
+                    self.count_forward_drop("queue_full");
+                    return true;
+                }
                 ForwardOverflow::DropOldest => {
                     let mut dropped = 0;
                     while state.forward_bytes + encoded.len() > limit {
