@@ -1,18 +1,22 @@
 //! The checks: after every operation the endpoint's transmits and events are drained and each
-//! checked (whole frames from "b" to "a" on live connections within their MTU, events that agree
-//! with what happened), then its state (memory bound, reachability); and after time passes, the
-//! timers must settle.
+//! checked (whole frames from "b" to the connection's peer, or through a relay, or forwarded as
+//! they came, on live connections within their MTU; events that agree with what happened), then
+//! its state (memory bound, reachability, nothing in flight when nothing is unacknowledged); and
+//! after time passes, the timers must settle.
 
 use std::sync::OnceLock;
 
-use atbus_core::engine::{ConnectionId, Event, Transmit};
-use atbus_proto::protocol::{AtbusPacketFragmentFlagType, PacketContent, frame_message::Body};
+use atbus_core::engine::{ConnectionId, ConnectionKind, Event, Transmit};
+use atbus_proto::protocol::{
+    AtbusPacketFlagType, AtbusPacketFragmentFlagType, PacketContent, frame_message::Body,
+};
 use atbus_proto::{Decoded, FrameCodec};
 use prost::Message;
 
 use crate::common::{codec_with_limit, start};
-use crate::world::Harness;
-use crate::{LOCAL, MAX_FRAME_LENGTH, MAX_SETTLE_ROUNDS, MAX_TRANSMITS, PEER};
+use crate::relay::{ROUTING_STREAM, digest};
+use crate::world::{Harness, known};
+use crate::{LOCAL, MAX_FRAME_LENGTH, MAX_SETTLE_ROUNDS, MAX_TRANSMITS, NAMES};
 
 /// The codec b decodes with: what it sends must decode with it.
 pub(crate) fn local_codec() -> &'static FrameCodec {
@@ -52,10 +56,16 @@ impl Harness {
     pub(crate) fn drain(&mut self) {
         self.drain_output();
         self.check_state();
+        // The drain emptied the forward queues (but those of blocked transports): what is
+        // forwarded later came in later.
+        if self.transport_blocked.is_empty() || self.expected_forwards.len() > 100_000 {
+            self.expected_forwards.clear();
+        }
     }
 
     /// Takes every event and transmit, checking each.
     pub(crate) fn drain_output(&mut self) {
+        self.forwarded_bytes.clear();
         let mut transmits = 0;
         loop {
             let mut progress = false;
@@ -83,9 +93,30 @@ impl Harness {
             "memory {memory} over the bound {}",
             self.bound
         );
-        let reachable = self.endpoint.reachable_peers().any(|peer| peer == PEER);
-        assert_eq!(reachable, !self.live.is_empty(), "reachable_peers");
-        assert_eq!(reachable, self.reachable, "reachability events");
+        for name in NAMES {
+            let reachable = self.endpoint.reachable_peers().any(|peer| peer == name);
+            let live = self.live.values().any(|link| link.peer == name);
+            assert_eq!(reachable, live, "reachable_peers: {name}");
+            assert_eq!(
+                reachable,
+                self.reachable.contains(name),
+                "reachability events: {name}"
+            );
+        }
+        // Every flight leaves its connection's books once its units are acknowledged, expired or
+        // dropped.
+        if self.endpoint.unacknowledged() == 0 {
+            for (&id, link) in &self.live {
+                if link.params.kind == ConnectionKind::Datagram {
+                    let in_flight = self.endpoint.congestion_window(id).map_or(0, |(_, f)| f);
+                    assert_eq!(
+                        in_flight, 0,
+                        "{id} (to {}) has {in_flight} units in flight with nothing unacknowledged",
+                        link.peer
+                    );
+                }
+            }
+        }
         let ids: Vec<ConnectionId> = self.live.keys().copied().collect();
         for id in ids {
             let wants = self.endpoint.wants_input(id);
@@ -100,14 +131,14 @@ impl Harness {
     pub(crate) fn check_event(&mut self, event: Event) {
         match event {
             Event::Readable { peer, stream_id } => {
-                assert_eq!(peer, PEER);
+                known(&peer);
                 self.mix(stream_id as u64);
             }
             Event::Writable { peer, stream_id } => {
-                assert_eq!(peer, PEER);
+                let peer = known(&peer);
                 assert!(
-                    self.blocked.remove(&stream_id),
-                    "Writable for stream {stream_id}, which was not refused"
+                    self.blocked.remove(&(peer, stream_id)),
+                    "Writable for stream {stream_id} of {peer}, which was not refused"
                 );
             }
             Event::StreamFinished {
@@ -115,10 +146,10 @@ impl Harness {
                 stream_id,
                 reason,
             } => {
-                assert_eq!(peer, PEER);
+                let peer = known(&peer);
                 assert!(
-                    self.peer_finished.insert(stream_id),
-                    "stream {stream_id} of the peer finished twice"
+                    self.peer_finished.insert((peer, stream_id)),
+                    "stream {stream_id} of {peer} finished twice"
                 );
                 self.mix(reason.code as u64);
             }
@@ -127,7 +158,7 @@ impl Harness {
                 stream_id,
                 count,
             } => {
-                assert_eq!(peer, PEER);
+                known(&peer);
                 assert!(
                     count > 0,
                     "MessagesExpired of no message on stream {stream_id}"
@@ -135,47 +166,84 @@ impl Harness {
                 self.mix(count as u64);
             }
             Event::StreamClosed { peer, stream_id } => {
-                assert_eq!(peer, PEER);
+                let peer = known(&peer);
                 assert!(
-                    self.finishing.remove(&stream_id),
-                    "StreamClosed for stream {stream_id}, which was not finished"
+                    self.finishing.remove(&(peer, stream_id)),
+                    "StreamClosed for stream {stream_id} of {peer}, which was not finished"
                 );
-                self.blocked.remove(&stream_id);
+                self.blocked.remove(&(peer, stream_id));
             }
             Event::PeerReachable { peer } => {
-                assert_eq!(peer, PEER);
-                assert!(!self.reachable, "PeerReachable twice");
-                self.reachable = true;
+                let peer = known(&peer);
+                assert!(self.reachable.insert(peer), "PeerReachable twice: {peer}");
             }
             Event::PeerUnreachable { peer } => {
-                assert_eq!(peer, PEER);
-                assert!(self.reachable, "PeerUnreachable while unreachable");
-                self.reachable = false;
+                let peer = known(&peer);
+                assert!(
+                    self.reachable.remove(peer),
+                    "PeerUnreachable while unreachable: {peer}"
+                );
             }
+            Event::Unroutable {
+                peer,
+                reason,
+                dropped_units,
+            } => {
+                let peer = known(&peer);
+                assert!(self.mode.is_some(), "Unroutable without relays");
+                assert!(
+                    !self.live.values().any(|link| link.peer == peer),
+                    "Unroutable for {peer}, which has a direct connection"
+                );
+                // What was queued to it is dropped: no Writable or StreamClosed will come.
+                self.blocked.retain(|(name, _)| *name != peer);
+                self.finishing.retain(|(name, _)| *name != peer);
+                eprintln!("DEBUG Unroutable {peer} {dropped_units}");
+                self.mix(reason.code as u64 ^ dropped_units);
+            }
+            Event::Authenticated {
+                connection, peer, ..
+            } => self.authenticated(connection, &peer),
             Event::ConnectionLost {
                 connection,
                 peer,
                 reason,
             } => {
-                assert_eq!(peer, PEER);
-                assert!(
-                    self.live.remove(&connection).is_some(),
-                    "ConnectionLost for {connection}, which was not live"
-                );
+                let link = self.live.remove(&connection).unwrap_or_else(|| {
+                    panic!("ConnectionLost for {connection}, which was not live")
+                });
+                assert_eq!(peer, link.peer, "ConnectionLost names another peer");
                 self.pings.remove(&connection);
+                self.transport_blocked.remove(&connection);
                 self.mix(reason.code as u64);
             }
-            // Connections here are bound by add_connection: no handshake ever runs.
-            other => panic!("an event only a handshake can cause: {other:?}"),
+            // Connections here are bound by add_connection, or open by a handshake that works.
+            other => panic!("an event only a failed handshake can cause: {other:?}"),
         }
     }
 
     pub(crate) fn check_transmit(&mut self, transmit: Transmit) {
         let Transmit { connection, data } = transmit;
-        let params = *self
+        let link = *self
             .live
             .get(&connection)
             .unwrap_or_else(|| panic!("a transmit on {connection}, which is not live"));
+        let params = link.params;
+        let closing = |data: &[u8]| {
+            let mut rest = bytes::Bytes::copy_from_slice(data);
+            std::iter::from_fn(|| match local_codec().decode_bytes(&mut rest) {
+                Ok(Decoded::Frame(frame)) => Some(frame.message.body),
+                _ => None,
+            })
+            .any(|body| {
+                matches!(body, Some(Body::Packet(packet))
+                    if packet.flags & AtbusPacketFlagType::FinishConnection as i32 != 0)
+            })
+        };
+        assert!(
+            !self.transport_blocked.contains(&connection) || closing(&data),
+            "a transmit on {connection}, whose transport is blocked"
+        );
         assert!(!data.is_empty(), "an empty transmit");
         assert!(
             data.len() <= params.mtu,
@@ -190,11 +258,74 @@ impl Harness {
                 Ok(Decoded::Frame(frame)) => frame,
                 other => panic!("a transmit holds something other than whole frames: {other:?}"),
             };
-            let head = frame.message.head.unwrap_or_default();
-            assert_eq!(
-                (head.source.as_str(), head.destination.as_str()),
-                (LOCAL, PEER)
-            );
+            let head = frame.message.head.clone().unwrap_or_default();
+            assert_eq!(head.source, LOCAL, "a frame from b not from b");
+            // b's own frames are never on the routing stream: there, only its notices (their
+            // `forward_for_source` names the destination, which may be empty).
+            let routing = matches!(&frame.message.body,
+                Some(Body::Packet(packet)) if packet.stream_id == ROUTING_STREAM);
+            if !head.forward_for_source.is_empty() || head.forward_for_connection_id != 0 || routing
+            {
+                // A frame b forwarded, or a routing notice of its own.
+                let relay = self.mode.is_some_and(|mode| mode.b_relay);
+                assert!(relay, "b, not a relay, stamped a frame: {head:?}");
+                let forwarded = self.expected_forwards.contains(&digest(&frame.message));
+                let notice = routing && head.forward_for_connection_id == 0;
+                assert!(
+                    forwarded || notice,
+                    "b forwarded a frame it did not get, or changed it: {head:?}"
+                );
+                assert!(
+                    head.destination == link.peer || link.relay,
+                    "b forwarded a frame for {:?} to {}, not a relay",
+                    head.destination,
+                    link.peer
+                );
+                let total = self.forwarded_bytes.entry(connection).or_default();
+                *total += frame.wire_len;
+                assert!(
+                    *total <= self.forward_limit,
+                    "{connection} took {total} bytes of forwarded frames at once (limit {})",
+                    self.forward_limit
+                );
+                continue;
+            }
+            let peer = if head.destination == link.peer {
+                link.peer
+            } else {
+                // Through a relay: to a peer without a direct connection, with room for the
+                // relay's stamps.
+                let peer = known(&head.destination);
+                assert!(
+                    link.relay,
+                    "b sent a frame for {peer} to {}, not a relay",
+                    link.peer
+                );
+                // (The engine's view: a connection closed by this very drain is still in `live`
+                // until its ConnectionLost is polled.)
+                assert!(
+                    !self.endpoint.reachable_peers().any(|other| other == peer),
+                    "b sent a frame for {peer} through {}, while it has a connection: {:?} \
+                     (handshake: {:?})",
+                    link.peer,
+                    frame.message.body,
+                    self.handshaking
+                );
+                let room = LOCAL.len() + link.peer.len() + 32;
+                assert!(
+                    frame.wire_len + room <= params.mtu,
+                    "a frame of {} bytes for {peer} through {} leaves no room for its stamps \
+                     (MTU {})",
+                    frame.wire_len,
+                    link.peer,
+                    params.mtu
+                );
+                assert!(
+                    !matches!(frame.message.body, Some(Body::Ping(_) | Body::Pong(_))),
+                    "b pinged {peer} through a relay"
+                );
+                peer
+            };
             match frame.message.body {
                 Some(Body::Ping(ping)) => {
                     self.pings.insert(connection, ping);
@@ -216,7 +347,10 @@ impl Harness {
                         })
                         .sum();
                     let offset = u64::try_from(packet.stream_offset).expect("b sends offsets >= 0");
-                    let end = self.outgoing_end.entry(packet.stream_id).or_default();
+                    let end = self
+                        .outgoing_end
+                        .entry((peer, packet.stream_id))
+                        .or_default();
                     *end = (*end).max(offset + units);
                 }
                 Some(Body::Pong(pong)) => self.mix(pong.sequence as u64),

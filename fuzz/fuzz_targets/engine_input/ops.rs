@@ -1,6 +1,7 @@
 //! The input decoded into operations: `step` picks one (raw bytes on a datagram or stream
-//! connection, frames from "a", time passing, the application reading, sending and finishing
-//! streams, connections lost, closed and added) and the application's ones live here, with the
+//! connection, frames from "a" or, in the relay modes, from any peer, time passing, the
+//! application reading, sending and finishing streams, connections lost, closed and added; in the
+//! relay modes, floods of frames to forward) and the application's ones live here, with the
 //! checks of what they return.
 
 use std::time::Duration;
@@ -11,12 +12,21 @@ use bytes::Bytes;
 
 use crate::input::{close_reason, meta};
 use crate::world::Harness;
-use crate::{MAX_CONNECTIONS, PEER, STREAMS};
+use crate::{MAX_CONNECTIONS, MAX_RELAY_CONNECTIONS, NAMES, PEER, STREAMS};
 
 impl Harness {
-    pub(crate) fn read(&mut self, stream_id: i64, max: usize) {
+    /// The peer an application operation is about: "a", or in the relay modes any name.
+    fn app_peer(&self, u: &mut Unstructured) -> Result<&'static str> {
+        match self.mode {
+            None => Ok(PEER),
+            Some(_) if u.ratio(1, 3)? => Ok(PEER),
+            Some(_) => Ok(*u.choose(&NAMES)?),
+        }
+    }
+
+    pub(crate) fn read(&mut self, peer: &'static str, stream_id: i64, max: usize) {
         for _ in 0..max {
-            let Some(message) = self.endpoint.read(PEER, stream_id) else {
+            let Some(message) = self.endpoint.read(peer, stream_id) else {
                 break;
             };
             assert!(
@@ -24,7 +34,7 @@ impl Harness {
                 "read a message of {} bytes, over max_message_size",
                 message.data.len()
             );
-            let next = self.read_next.entry(stream_id).or_default();
+            let next = self.read_next.entry((peer, stream_id)).or_default();
             assert!(
                 message.offset >= *next,
                 "stream {stream_id}: message at offset {} read after one ending at {next}",
@@ -38,6 +48,7 @@ impl Harness {
     }
 
     pub(crate) fn send(&mut self, u: &mut Unstructured) -> Result<()> {
+        let peer = self.app_peer(u)?;
         let stream_id = if u.ratio(1, 32)? {
             -1 - i64::from(u.arbitrary::<u8>()?)
         } else {
@@ -51,11 +62,11 @@ impl Harness {
         };
         let len = data.len();
         let meta = meta(u)?;
-        match self.endpoint.send(PEER, stream_id, data, meta) {
+        match self.endpoint.send(peer, stream_id, data, meta) {
             Ok(offset) => self.mix(offset),
-            Err(SendError::WouldBlock { peer }) => {
-                assert_eq!(peer, PEER);
-                self.blocked.insert(stream_id);
+            Err(SendError::WouldBlock { peer: refused }) => {
+                assert_eq!(refused, peer);
+                self.blocked.insert((peer, stream_id));
             }
             Err(SendError::MessageTooLarge { size, max }) => {
                 assert_eq!((size, max), (len, self.max_message_size));
@@ -69,15 +80,16 @@ impl Harness {
     }
 
     pub(crate) fn finish(&mut self, u: &mut Unstructured) -> Result<()> {
+        let peer = self.app_peer(u)?;
         let stream_id = *u.choose(&STREAMS)?;
         let reason = close_reason(u)?;
-        match self.endpoint.finish(PEER, stream_id, reason) {
+        match self.endpoint.finish(peer, stream_id, reason) {
             Ok(()) => {
-                self.finishing.insert(stream_id);
+                self.finishing.insert((peer, stream_id));
             }
             Err(error) => {
                 assert!(
-                    self.finishing.contains(&stream_id),
+                    self.finishing.contains(&(peer, stream_id)),
                     "finish of stream {stream_id} refused: {error}"
                 );
             }
@@ -87,15 +99,16 @@ impl Harness {
 
     /// Runs one operation chosen by the input.
     pub(crate) fn step(&mut self, u: &mut Unstructured) -> Result<()> {
-        match u.int_in_range(0..=15u8)? {
+        let last = if self.mode.is_some() { 17 } else { 15 };
+        match u.int_in_range(0..=last)? {
             0 => {
-                let (connection, _) = self.pick_connection(u, ConnectionKind::Datagram)?;
+                let (connection, _) = self.pick_connection(u, ConnectionKind::Datagram, None)?;
                 let len = u.int_in_range(0..=256)?;
                 let bytes = Bytes::copy_from_slice(u.bytes(len.min(u.len()))?);
                 self.endpoint.handle_input(self.now, connection, bytes);
             }
             1 => {
-                let (connection, _) = self.pick_connection(u, ConnectionKind::Stream)?;
+                let (connection, _) = self.pick_connection(u, ConnectionKind::Stream, None)?;
                 let len = u.int_in_range(0..=64)?;
                 let bytes = Bytes::copy_from_slice(u.bytes(len.min(u.len()))?);
                 self.endpoint.handle_input(self.now, connection, bytes);
@@ -106,7 +119,11 @@ impl Harness {
                 } else {
                     ConnectionKind::Stream
                 };
-                let (connection, _) = self.pick_connection(u, kind)?;
+                let sender = match self.mode {
+                    Some(mode) => *u.choose(&mode.direct_peers())?,
+                    None => PEER,
+                };
+                let (connection, _) = self.pick_connection(u, kind, Some(sender))?;
                 let wire = self.frames(u, connection)?;
                 self.deliver(u, connection, wire);
             }
@@ -125,9 +142,10 @@ impl Harness {
                 }
             }
             9 | 10 => {
+                let peer = self.app_peer(u)?;
                 let stream_id = self.stream_id(u)?;
                 let max = u.int_in_range(1..=8)?;
-                self.read(stream_id, max);
+                self.read(peer, stream_id, max);
             }
             11 | 12 => self.send(u)?,
             13 => self.finish(u)?,
@@ -137,7 +155,7 @@ impl Harness {
                 } else {
                     ConnectionKind::Stream
                 };
-                let (connection, _) = self.pick_connection(u, kind)?;
+                let (connection, _) = self.pick_connection(u, kind, None)?;
                 if u.arbitrary()? {
                     self.endpoint.connection_lost(self.now, connection);
                 } else {
@@ -145,16 +163,26 @@ impl Harness {
                     self.endpoint.close_connection(connection, reason);
                 }
             }
-            _ => {
-                if self.live.len() < MAX_CONNECTIONS {
+            15 => {
+                let max = match self.mode {
+                    Some(_) => MAX_RELAY_CONNECTIONS,
+                    None => MAX_CONNECTIONS,
+                };
+                if self.live.len() < max {
                     let kind = if u.arbitrary()? {
                         ConnectionKind::Datagram
                     } else {
                         ConnectionKind::Stream
                     };
-                    self.add_connection(u, kind)?;
+                    let peer = match self.mode {
+                        Some(mode) => *u.choose(&mode.direct_peers())?,
+                        None => PEER,
+                    };
+                    self.add_connection_to(u, kind, peer)?;
                 }
             }
+            16 => self.flood(u)?,
+            _ => self.toggle_transport(u)?,
         }
         Ok(())
     }

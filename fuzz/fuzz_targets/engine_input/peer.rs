@@ -1,6 +1,8 @@
-//! What the peer "a" sends: mostly-valid frames (pings, pongs answering b's pings, packets whose
-//! fragments land near where their stream left off, acknowledgements of what b sent with
-//! arbitrary ranges and windows), encoded back to back and sometimes corrupted or cut.
+//! What the peer "a" (or, in the relay modes, the peer at the other end of the connection, and
+//! the nodes a relay speaks for) sends: mostly-valid frames (pings, pongs answering b's pings,
+//! packets whose fragments land near where their stream left off, acknowledgements of what b sent
+//! with arbitrary ranges and windows; from relays, routing notices too), encoded back to back and
+//! sometimes corrupted or cut.
 
 use std::sync::OnceLock;
 
@@ -17,8 +19,14 @@ use prost::Message;
 
 use crate::common::{codec_with_limit, short_string, start};
 use crate::input::{close_reason, data, int64, meta, near, some};
+use crate::relay::ROUTES_STREAM;
 use crate::world::Harness;
-use crate::{LOCAL, MAX_FRAME_LENGTH, PEER};
+use crate::{LOCAL, MAX_FRAME_LENGTH, NAMES, PEER};
+
+/// The name of [`NAMES`] a frame speaks for, "z" for any other.
+fn name_key(name: &str) -> &'static str {
+    NAMES.iter().find(|known| **known == name).unwrap_or(&"z")
+}
 
 /// The codec that encodes what "a" sends: it may build frames over b's limit.
 pub(crate) fn peer_codec() -> &'static FrameCodec {
@@ -63,10 +71,14 @@ impl Harness {
         Ok(Body::Pong(pong))
     }
 
-    /// A packet from "a": fragments from near where its stream left off.
-    pub(crate) fn packet(&mut self, u: &mut Unstructured) -> Result<Body> {
+    /// A packet from `from`: fragments from near where its stream left off.
+    pub(crate) fn packet(&mut self, u: &mut Unstructured, from: &'static str) -> Result<Body> {
         let stream_id = self.stream_id(u)?;
-        let next = self.incoming_next.get(&stream_id).copied().unwrap_or(0);
+        let next = self
+            .incoming_next
+            .get(&(from, stream_id))
+            .copied()
+            .unwrap_or(0);
         let stream_offset = match u.int_in_range(0..=15u8)? {
             0 => int64(u)?,
             1 => 0,
@@ -94,7 +106,11 @@ impl Harness {
         let mut units = 0u64;
         for _ in 0..count {
             let meta = meta(u)?;
-            let data = data(u)?;
+            let data = if stream_id == ROUTES_STREAM && self.mode.is_some() && u.ratio(3, 4)? {
+                Self::route_table(u)?
+            } else {
+                data(u)?
+            };
             let has_more = u.ratio(1, 3)?;
             units += data.len() as u64 + u64::from(!has_more);
             fragments.push(FragmentType {
@@ -143,7 +159,7 @@ impl Harness {
         }
         if let Ok(offset) = u64::try_from(stream_offset) {
             self.incoming_next
-                .insert(stream_id, offset.saturating_add(units));
+                .insert((from, stream_id), offset.saturating_add(units));
         }
         Ok(Body::Packet(PacketData {
             stream_id,
@@ -159,18 +175,27 @@ impl Harness {
         }))
     }
 
-    /// An acknowledgement from "a" of what b sent, with arbitrary ranges and windows.
-    pub(crate) fn acknowledge(&self, u: &mut Unstructured) -> Result<Body> {
+    /// An acknowledgement from `from` of what b sent it, with arbitrary ranges and windows.
+    pub(crate) fn acknowledge(&self, u: &mut Unstructured, from: &'static str) -> Result<Body> {
         let entries = u.int_in_range(0..=3)?;
         let mut acknowledge = Vec::with_capacity(entries);
+        let known: Vec<i64> = self
+            .outgoing_end
+            .keys()
+            .filter(|(peer, _)| *peer == from)
+            .map(|&(_, stream_id)| stream_id)
+            .collect();
         for _ in 0..entries {
-            let stream_id = if !self.outgoing_end.is_empty() && u.ratio(7, 8)? {
-                let known: Vec<i64> = self.outgoing_end.keys().copied().collect();
+            let stream_id = if !known.is_empty() && u.ratio(7, 8)? {
                 *u.choose(&known)?
             } else {
                 self.stream_id(u)?
             };
-            let sent = self.outgoing_end.get(&stream_id).copied().unwrap_or(0);
+            let sent = self
+                .outgoing_end
+                .get(&(from, stream_id))
+                .copied()
+                .unwrap_or(0);
             let offset = |u: &mut Unstructured| -> Result<i64> {
                 Ok(match u.int_in_range(0..=7u8)? {
                     0 => int64(u)?,
@@ -224,8 +249,8 @@ impl Harness {
         i64::try_from((self.now - start()).as_micros()).unwrap_or(i64::MAX)
     }
 
-    /// One to three frames from "a", encoded back to back; sometimes one byte is corrupted or
-    /// the end cut off.
+    /// One to three frames from the peer of `connection` ("a" outside the relay modes), encoded
+    /// back to back; sometimes one byte is corrupted or the end cut off.
     pub(crate) fn frames(
         &mut self,
         u: &mut Unstructured,
@@ -234,15 +259,41 @@ impl Harness {
         let count = u.int_in_range(1..=3)?;
         let mut wire = BytesMut::new();
         for _ in 0..count {
-            let head = self.head(u)?;
+            let (head, from, relay) = match self.mode {
+                None => (self.head(u)?, PEER, false),
+                Some(_) => {
+                    let (sender, relay) = self
+                        .live
+                        .get(&connection)
+                        .map_or((PEER, false), |link| (link.peer, link.relay));
+                    let head = self.relay_head(u, sender, relay)?;
+                    let from = match head.as_ref() {
+                        Some(head) if !head.forward_for_source.is_empty() => {
+                            name_key(&head.forward_for_source)
+                        }
+                        _ => sender,
+                    };
+                    (head, from, relay)
+                }
+            };
             let body = match u.int_in_range(0..=15u8)? {
+                0 if relay && u.arbitrary()? => Some(self.notice(u)?),
                 0 => None,
                 1..=3 => Some(self.ping(u, connection)?),
-                4..=10 => Some(self.packet(u)?),
-                _ => Some(self.acknowledge(u)?),
+                4..=10 => Some(self.packet(u, from)?),
+                _ => Some(self.acknowledge(u, from)?),
             };
+            let frame = FrameMessage { head, body };
+            if self.mode.is_some()
+                && frame
+                    .head
+                    .as_ref()
+                    .is_some_and(|head| head.destination != LOCAL)
+            {
+                self.expect_forward(connection, &frame);
+            }
             // A frame over the codec's limit is left out.
-            let _ = peer_codec().encode(&FrameMessage { head, body }, &mut wire);
+            let _ = peer_codec().encode(&frame, &mut wire);
         }
         if !wire.is_empty() && u.ratio(1, 16)? {
             let at = u.choose_index(wire.len())?;

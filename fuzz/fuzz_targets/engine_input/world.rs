@@ -1,6 +1,7 @@
 //! The world of a run: the endpoint "b" under test and what the harness knows of it (its live
-//! connections, reachability, stream offsets both ways, b's latest pings and timepoint, blocked
-//! and finishing streams), how it is set up from the input, and how input and time reach it.
+//! connections and their peers, reachability, stream offsets both ways per peer, b's latest pings
+//! and timepoint, blocked and finishing streams, the frames b should forward), how it is set up
+//! from the input, and how input and time reach it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -12,7 +13,28 @@ use bytes::Bytes;
 
 use crate::common::{Digest, start};
 use crate::input::int64;
-use crate::{LOCAL, MAX_ELAPSED, PEER, STREAMS, config};
+use crate::relay::Mode;
+use crate::{LOCAL, MAX_ELAPSED, NAMES, PEER, STREAMS, config};
+
+/// A stream of one peer: the peer's name (one of [`NAMES`]) and the stream id.
+pub(crate) type Key = (&'static str, i64);
+
+/// A live connection: its parameters, its peer and whether the peer is a relay (its handshake
+/// said so).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Link {
+    pub(crate) params: ConnectionParams,
+    pub(crate) peer: &'static str,
+    pub(crate) relay: bool,
+}
+
+/// The name of [`NAMES`] equal to `name`: the engine names no other peer.
+pub(crate) fn known(name: &str) -> &'static str {
+    NAMES
+        .iter()
+        .find(|known| **known == name)
+        .unwrap_or_else(|| panic!("the engine names a peer the harness never named: {name:?}"))
+}
 
 /// The driver: the endpoint and what the fuzzer knows of it.
 pub(crate) struct Harness {
@@ -20,40 +42,59 @@ pub(crate) struct Harness {
     pub(crate) bound: usize,
     pub(crate) max_message_size: usize,
     pub(crate) now: Instant,
+    /// The relay mode, if the input chose one.
+    pub(crate) mode: Option<Mode>,
     /// The connections the endpoint has, as its events tell.
-    pub(crate) live: BTreeMap<ConnectionId, ConnectionParams>,
+    pub(crate) live: BTreeMap<ConnectionId, Link>,
     pub(crate) next_id: u64,
-    /// Whether the last reachability event said "a" is reachable.
-    pub(crate) reachable: bool,
-    /// Per stream, where the next packet from "a" would naturally start.
-    pub(crate) incoming_next: BTreeMap<i64, u64>,
+    /// The peers the last reachability events said are reachable.
+    pub(crate) reachable: BTreeSet<&'static str>,
+    /// Per stream, where the next packet from its peer would naturally start.
+    pub(crate) incoming_next: BTreeMap<Key, u64>,
     /// Per stream, one past the highest unit b has put on the wire.
-    pub(crate) outgoing_end: BTreeMap<i64, u64>,
+    pub(crate) outgoing_end: BTreeMap<Key, u64>,
     /// The latest ping b sent on each connection, for "a" to answer.
     pub(crate) pings: BTreeMap<ConnectionId, PingData>,
     /// The latest packet timepoint b sent, for "a" to echo.
     pub(crate) timepoint: i64,
     /// Per stream, where the next message read may start at the earliest.
-    pub(crate) read_next: BTreeMap<i64, u64>,
+    pub(crate) read_next: BTreeMap<Key, u64>,
     /// Streams that refused a send and await `Writable`.
-    pub(crate) blocked: BTreeSet<i64>,
+    pub(crate) blocked: BTreeSet<Key>,
     /// Streams finished by the application and not yet closed.
-    pub(crate) finishing: BTreeSet<i64>,
-    /// Streams of "a" that finished.
-    pub(crate) peer_finished: BTreeSet<i64>,
+    pub(crate) finishing: BTreeSet<Key>,
+    /// Streams of the peers that finished.
+    pub(crate) peer_finished: BTreeSet<Key>,
+    /// Relays: digests of the frames b may forward (as it should stamp them), since the last
+    /// drain (or longer, while a connection's transport is blocked and holds them).
+    pub(crate) expected_forwards: BTreeSet<u64>,
+    /// b's limit of forwarded frames held per connection.
+    pub(crate) forward_limit: usize,
+    /// Connections the runtime's queue of is full (`set_transport_blocked`).
+    pub(crate) transport_blocked: BTreeSet<ConnectionId>,
+    /// Bytes of forwarded frames and notices per connection in the current drain.
+    pub(crate) forwarded_bytes: BTreeMap<ConnectionId, usize>,
+    /// The connection whose handshake the harness is driving, if any.
+    pub(crate) handshaking: Option<(ConnectionId, ConnectionParams)>,
     /// Folded over everything the endpoint gives back, so none of it is optimised away.
     pub(crate) digest: Digest,
 }
 
 impl Harness {
-    pub(crate) fn new(u: &mut Unstructured) -> Result<Self> {
+    pub(crate) fn new(u: &mut Unstructured, mode: Option<Mode>) -> Result<Self> {
         let message_timeout = match u.int_in_range(0..=3u8)? {
             0 => Some(Duration::from_millis(u.int_in_range(1..=10_000)?)),
             _ => None,
         };
-        let config = config(message_timeout);
-        let bound =
+        let mut config = config(message_timeout, mode.is_some_and(|mode| mode.b_relay));
+        if mode.is_some() {
+            crate::relay::forward_queues(u, &mut config)?;
+        }
+        let forward_limit = config.forward_queue_limit;
+        let per_peer =
             config.peer_send_window as usize + config.max_message_size + config.peer_receive_budget;
+        // Each peer the engine keeps (any of the names, in the relay modes) has the same bound.
+        let bound = per_peer * if mode.is_some() { NAMES.len() } else { 1 };
         let max_message_size = config.max_message_size;
         let now = start();
         let mut harness = Self {
@@ -61,9 +102,10 @@ impl Harness {
             bound,
             max_message_size,
             now,
+            mode,
             live: BTreeMap::new(),
             next_id: 1,
-            reachable: false,
+            reachable: BTreeSet::new(),
             incoming_next: BTreeMap::new(),
             outgoing_end: BTreeMap::new(),
             pings: BTreeMap::new(),
@@ -72,11 +114,38 @@ impl Harness {
             blocked: BTreeSet::new(),
             finishing: BTreeSet::new(),
             peer_finished: BTreeSet::new(),
+            expected_forwards: BTreeSet::new(),
+            forward_limit,
+            transport_blocked: BTreeSet::new(),
+            forwarded_bytes: BTreeMap::new(),
+            handshaking: None,
             digest: Digest::default(),
         };
-        harness.add_connection(u, ConnectionKind::Datagram)?;
-        harness.add_connection(u, ConnectionKind::Stream)?;
+        if let Some(mode) = mode {
+            harness.endpoint.set_unix_time(now, crate::relay::BASE_UNIX);
+            harness.add_connection_to(u, ConnectionKind::Datagram, PEER)?;
+            harness.add_connection_to(u, ConnectionKind::Stream, PEER)?;
+            if mode.c {
+                let kind = Self::kind(u)?;
+                harness.add_connection_to(u, kind, "c")?;
+            }
+            if mode.d {
+                let kind = Self::kind(u)?;
+                harness.add_connection_to(u, kind, "d")?;
+            }
+        } else {
+            harness.add_connection(u, ConnectionKind::Datagram)?;
+            harness.add_connection(u, ConnectionKind::Stream)?;
+        }
         Ok(harness)
+    }
+
+    pub(crate) fn kind(u: &mut Unstructured) -> Result<ConnectionKind> {
+        Ok(if u.arbitrary()? {
+            ConnectionKind::Datagram
+        } else {
+            ConnectionKind::Stream
+        })
     }
 
     pub(crate) fn add_connection(
@@ -84,30 +153,60 @@ impl Harness {
         u: &mut Unstructured,
         kind: ConnectionKind,
     ) -> Result<()> {
+        self.add_connection_to(u, kind, PEER)
+    }
+
+    /// A new connection to `peer`: bound by `add_connection`, or, to a peer the mode makes a
+    /// relay, opened by a handshake with a scratch endpoint of that name.
+    pub(crate) fn add_connection_to(
+        &mut self,
+        u: &mut Unstructured,
+        kind: ConnectionKind,
+        peer: &'static str,
+    ) -> Result<()> {
         let mtu = match kind {
             ConnectionKind::Datagram => *u.choose(&[1232, 548, 128, 1500, 200])?,
             ConnectionKind::Stream => *u.choose(&[64 * 1024, 1232, 128, 16 * 1024])?,
         };
-        let params = ConnectionParams { kind, mtu };
         let id = ConnectionId(self.next_id);
         self.next_id += 1;
+        if self.mode.is_some_and(|mode| mode.is_relay(peer)) {
+            // The hello must fit the connection.
+            let params = ConnectionParams {
+                kind,
+                mtu: mtu.max(512),
+            };
+            self.handshake(id, peer, params);
+            return Ok(());
+        }
+        let params = ConnectionParams { kind, mtu };
         self.endpoint
-            .add_connection(self.now, id, PEER, params)
+            .add_connection(self.now, id, peer, params)
             .expect("a fresh id and a valid MTU");
-        self.live.insert(id, params);
+        self.live.insert(
+            id,
+            Link {
+                params,
+                peer,
+                relay: false,
+            },
+        );
         Ok(())
     }
 
-    /// A live connection of `kind` if there is one, else any live one, else an unknown id.
+    /// A live connection of `kind` (of `peer`'s, if given) if there is one, else any live one,
+    /// else an unknown id.
     pub(crate) fn pick_connection(
         &self,
         u: &mut Unstructured,
         kind: ConnectionKind,
+        peer: Option<&str>,
     ) -> Result<(ConnectionId, Option<ConnectionKind>)> {
         let of_kind: Vec<ConnectionId> = self
             .live
             .iter()
-            .filter(|(_, params)| params.kind == kind)
+            .filter(|(_, link)| link.params.kind == kind)
+            .filter(|(_, link)| peer.is_none_or(|peer| link.peer == peer))
             .map(|(&id, _)| id)
             .collect();
         let all: Vec<ConnectionId> = self.live.keys().copied().collect();
@@ -118,11 +217,13 @@ impl Harness {
         } else {
             ConnectionId(u.int_in_range(0..=self.next_id + 1)?)
         };
-        Ok((id, self.live.get(&id).map(|params| params.kind)))
+        Ok((id, self.live.get(&id).map(|link| link.params.kind)))
     }
 
     pub(crate) fn stream_id(&self, u: &mut Unstructured) -> Result<i64> {
         Ok(match u.int_in_range(0..=7u8)? {
+            // The bus's routing notices and route tables, with relays about.
+            0 if self.mode.is_some() && u.ratio(1, 2)? => *u.choose(&[-3, -4])?,
             0 => int64(u)?,
             1 => i64::from(u.int_in_range(0..=40u8)?),
             _ => *u.choose(&STREAMS)?,
@@ -136,7 +237,7 @@ impl Harness {
         connection: ConnectionId,
         mut bytes: Bytes,
     ) {
-        let chunked = self.live.get(&connection).map(|params| params.kind)
+        let chunked = self.live.get(&connection).map(|link| link.params.kind)
             == Some(ConnectionKind::Stream)
             && u.ratio(1, 4).unwrap_or(false);
         if chunked {
