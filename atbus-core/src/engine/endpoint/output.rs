@@ -51,6 +51,7 @@ impl Endpoint {
                 .connections
                 .get(&id)
                 .is_some_and(|c| c.transport_blocked)
+                || !self.may_have_output(now, id)
             {
                 continue;
             }
@@ -64,6 +65,35 @@ impl Endpoint {
             }
         }
         None
+    }
+
+    /// Whether connection `id` may have something to send: a cheap, conservative test that
+    /// spares the full build for the idle connections (a relay holds thousands, and every event
+    /// polls them all). False only when nothing can be due: no handshake, forwarded frame, pong,
+    /// confirm or ping, and a peer with nothing to acknowledge and no stream to send on (and not a
+    /// relay, whose connection may carry other peers' frames).
+    fn may_have_output(&self, now: Instant, id: ConnectionId) -> bool {
+        let Some(state) = self.connections.get(&id) else {
+            return false;
+        };
+        if !state.is_established()
+            || !state.outbox.is_empty()
+            || !state.forward.is_empty()
+            || !state.pongs_owed.is_empty()
+            || state.confirm_frame.is_some()
+            || state
+                .last_ping
+                .is_none_or(|last| last + self.config.keep_alive_interval <= now)
+            || state
+                .identity
+                .as_ref()
+                .is_some_and(|identity| identity.relay)
+        {
+            return true;
+        }
+        self.peers
+            .get(&state.peer)
+            .is_some_and(|peer| !peer.ack_pending.is_empty() || !peer.send.is_empty())
     }
 
     /// The peer's connection for data: the live one with the lowest RTT, measured ones first.
