@@ -198,7 +198,6 @@ impl Harness {
                 // What was queued to it is dropped: no Writable or StreamClosed will come.
                 self.blocked.retain(|(name, _)| *name != peer);
                 self.finishing.retain(|(name, _)| *name != peer);
-                eprintln!("DEBUG Unroutable {peer} {dropped_units}");
                 self.mix(reason.code as u64 ^ dropped_units);
             }
             Event::Authenticated {
