@@ -199,23 +199,11 @@ impl NodeBuilder {
                 "connecting to peers needs a token or a credential: call .token(…)".into(),
             ));
         }
-        let listen: Vec<Address> = self
-            .listen
-            .iter()
-            .map(|text| text.parse())
-            .collect::<Result<_, _>>()?;
+        let listen = parse_addresses(&self.listen)?;
         let peers = parse_peers(&self.peers)?;
         let on_demand = parse_peers(&self.on_demand)?;
-        let relays = self
-            .relays
-            .iter()
-            .map(|address| address.parse::<Address>())
-            .collect::<Result<Vec<_>, _>>()?;
-        let relay_peers = self
-            .relay_peers
-            .iter()
-            .map(|address| address.parse::<Address>())
-            .collect::<Result<Vec<_>, _>>()?;
+        let relays = parse_addresses(&self.relays)?;
+        let relay_peers = parse_addresses(&self.relay_peers)?;
         self.metadata.validate()?;
         self.engine.validate().map_err(NodeError::Config)?;
         let context = Arc::new(TransportContext::for_node(
@@ -293,16 +281,18 @@ impl NodeBuilder {
     }
 }
 
+/// Addresses, parsed.
+fn parse_addresses(addresses: &[String]) -> Result<Vec<Address>, NodeError> {
+    Ok(addresses
+        .iter()
+        .map(|address| address.parse::<Address>())
+        .collect::<Result<_, _>>()?)
+}
+
 /// Peers and their addresses, parsed.
 fn parse_peers(peers: &[(String, Vec<String>)]) -> Result<Vec<(String, Vec<Address>)>, NodeError> {
     peers
         .iter()
-        .map(|(peer, addresses)| {
-            let addresses = addresses
-                .iter()
-                .map(|address| address.parse::<Address>())
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok((peer.clone(), addresses))
-        })
+        .map(|(peer, addresses)| Ok((peer.clone(), parse_addresses(addresses)?)))
         .collect()
 }

@@ -188,6 +188,15 @@ impl Endpoint {
 
     /// The notice to `sender` that frames to `destination` must not exceed `mtu` bytes.
     fn path_mtu_notice(&self, sender: &str, destination: &str, mtu: usize) -> FrameMessage {
+        let packet = PacketData {
+            stream_offset: mtu as i64,
+            ..Default::default()
+        };
+        self.routing_notice(sender, destination, packet)
+    }
+
+    /// `packet`, on the routing stream, from this relay to `sender`, about `destination`.
+    fn routing_notice(&self, sender: &str, destination: &str, packet: PacketData) -> FrameMessage {
         FrameMessage {
             head: Some(MessageHead {
                 source: self.name.clone(),
@@ -197,8 +206,7 @@ impl Endpoint {
             }),
             body: Some(Body::Packet(PacketData {
                 stream_id: ROUTING_STREAM,
-                stream_offset: mtu as i64,
-                ..Default::default()
+                ..packet
             })),
         }
     }
@@ -225,20 +233,12 @@ impl Endpoint {
             }),
             ..Default::default()
         };
-        FrameMessage {
-            head: Some(MessageHead {
-                source: self.name.clone(),
-                destination: sender.to_string(),
-                forward_for_source: destination.to_string(),
-                forward_for_connection_id: 0,
-            }),
-            body: Some(Body::Packet(PacketData {
-                stream_id: ROUTING_STREAM,
-                content: encode_content(vec![fragment]),
-                flags: AtbusPacketFlagType::FinishStream as i32,
-                ..Default::default()
-            })),
-        }
+        let packet = PacketData {
+            content: encode_content(vec![fragment]),
+            flags: AtbusPacketFlagType::FinishStream as i32,
+            ..Default::default()
+        };
+        self.routing_notice(sender, destination, packet)
     }
 
     /// A relay reported no route to `peer`: what was queued to it is dropped (the application
