@@ -6,7 +6,7 @@
 //! `send` and `finish` and reads with `read`. Input handling is in `endpoint/input.rs`, output in
 //! `endpoint/output.rs`, timers in `endpoint/timers.rs`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use atbus_proto::protocol::CloseReasonData;
@@ -33,6 +33,7 @@ mod output;
 mod restart;
 mod route;
 mod timers;
+mod wake;
 
 /// Close reasons sent with a stream's end keep at most this many bytes of their message.
 pub const MAX_CLOSE_MESSAGE: usize = 48;
@@ -63,6 +64,14 @@ pub struct Endpoint {
     handshake_codec: FrameCodec,
     /// Relays: the routes other relays offered.
     mesh: mesh::Mesh,
+    /// The peers that are relays with a connection up (kept in step with `peers`, so finding a
+    /// relay does not scan every peer: a relay holds thousands).
+    relays: BTreeSet<String>,
+    /// The connections that may have something to send; `poll_transmit` looks at these only
+    /// (see `endpoint/wake.rs`).
+    wake: BTreeSet<ConnectionId>,
+    /// No connection outside `wake` owes a ping before this time.
+    ping_floor: Instant,
 }
 
 impl Endpoint {
@@ -87,6 +96,9 @@ impl Endpoint {
             codec: FrameCodec::new(codec_config),
             handshake_codec: FrameCodec::new(handshake_config),
             mesh: Default::default(),
+            relays: BTreeSet::new(),
+            wake: BTreeSet::new(),
+            ping_floor: now,
             auth: AuthState::new(&config.auth, now),
             config,
             epoch: now,
@@ -148,6 +160,9 @@ impl Endpoint {
         if !entry.connections.contains(&id) {
             entry.connections.push(id);
         }
+        self.refresh_relay(peer);
+        self.wake_peer(peer);
+        let entry = self.peers.entry(peer.to_string()).or_default();
         if !entry.reachable {
             entry.reachable = true;
             self.events.push_back(Event::PeerReachable {
@@ -199,6 +214,7 @@ impl Endpoint {
     pub fn close_connection(&mut self, connection: ConnectionId, reason: CloseReasonData) {
         if let Some(state) = self.connections.get_mut(&connection) {
             state.closing = Some(reason);
+            self.wake.insert(connection);
         }
     }
 
@@ -218,19 +234,32 @@ impl Endpoint {
         let peer_name = state.peer;
         // Its peer's flights on it, and those of the peers reached through it (a relay), go
         // elsewhere.
-        for peer in self.peers.values_mut() {
+        self.wake.remove(&connection);
+        let mut moved = Vec::new();
+        for (name, peer) in self.peers.iter_mut() {
             if peer.ack_connection == Some(connection) {
                 peer.ack_connection = None;
             }
             for stream in peer.send.values_mut() {
-                self.stats.flights_lost += stream.on_connection_lost(connection) as u64;
+                let lost = stream.on_connection_lost(connection);
+                self.stats.flights_lost += lost as u64;
                 settle(&mut self.connections, &mut self.stats, stream, now, true);
+                if lost > 0 {
+                    moved.push(name.clone());
+                }
             }
+        }
+        moved.push(peer_name.clone());
+        for name in moved {
+            self.wake_peer(&name);
         }
         let mut gone = false;
         if let Some(peer) = self.peers.get_mut(&peer_name) {
             peer.connections.retain(|&id| id != connection);
             gone = peer.connections.is_empty();
+            self.refresh_relay(&peer_name);
+        }
+        if let Some(peer) = self.peers.get_mut(&peer_name) {
             if peer.connections.is_empty() && peer.reachable {
                 peer.reachable = false;
                 self.events.push_back(Event::PeerUnreachable {
@@ -331,6 +360,7 @@ impl Endpoint {
             .note_blocked(clock);
         peer.unacked_units += units;
         self.stats.messages_sent += 1;
+        self.wake_peer(peer_name);
         Ok(offset)
     }
 
@@ -361,6 +391,7 @@ impl Endpoint {
                 stream_id,
             })?;
         peer.unacked_units += 1;
+        self.wake_peer(peer_name);
         Ok(())
     }
 
@@ -411,6 +442,7 @@ impl Endpoint {
                 {
                     peer.ack_pending.insert(stream_id);
                     peer.ack_now = true;
+                    self.wake_peer(peer_name);
                 }
             }
         }
@@ -461,6 +493,7 @@ impl Endpoint {
     pub fn set_transport_blocked(&mut self, connection: ConnectionId, blocked: bool) {
         if let Some(state) = self.connections.get_mut(&connection) {
             state.transport_blocked = blocked;
+            self.wake.insert(connection);
         }
     }
 

@@ -73,6 +73,16 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
+    /// Whether any timer may be running for this peer: an acknowledgement falling due, a stream
+    /// with something unacknowledged or an abandonment to announce, or a sender waiting to be
+    /// told it may write. Most of a relay's peers are idle most of the time, and the timers
+    /// skip them without looking further.
+    pub fn needs_timers(&self) -> bool {
+        self.ack_deadline.is_some()
+            || !self.blocked.is_empty()
+            || self.send.values().any(SendStream::is_active)
+    }
+
     /// Our direction of `stream_id`, created if new with `window` as the peer's assumed window.
     pub fn send_stream(&mut self, stream_id: i64, window: u64) -> &mut SendStream {
         self.send

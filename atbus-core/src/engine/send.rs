@@ -193,6 +193,12 @@ impl SendStream {
         self.acked == self.end
     }
 
+    /// Whether a timer may be running for this stream: something unacknowledged, or an
+    /// abandonment to announce. A stream without either needs no attention until the next send.
+    pub fn is_active(&self) -> bool {
+        !self.is_idle() || self.reset.is_some()
+    }
+
     /// Whether the end of the stream is queued and acknowledged.
     pub fn is_finished_and_acked(&self) -> bool {
         self.finished && self.is_idle()

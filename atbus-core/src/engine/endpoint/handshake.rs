@@ -119,6 +119,7 @@ impl Endpoint {
             code: AtbusCloseReason::Unauthorized as i32,
             message: format!("unauthorized: {}", failure.as_str()),
         });
+        self.wake.insert(connection);
     }
 
     /// A handshake frame on `connection`, or any frame on a connection still in its handshake.
@@ -235,6 +236,7 @@ impl Endpoint {
                     let interval = rto * 2u32.pow(handshake.attempts.min(16));
                     handshake.resend_at = Some(now + interval.min(MAX_HELLO_INTERVAL));
                     state.outbox.push(handshake.hello_frame.clone());
+                    self.wake.insert(id);
                 }
             }
         }

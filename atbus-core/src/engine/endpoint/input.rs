@@ -33,6 +33,16 @@ impl Endpoint {
     /// Takes bytes that arrived on `connection`: a datagram, or the next bytes of a stream.
     pub fn handle_input(&mut self, now: Instant, connection: ConnectionId, data: Bytes) {
         self.tick(now);
+        self.take_input(now, connection, data);
+        // Whatever arrived may call for an answer on this connection or its peer's others.
+        if let Some(peer) = self.connections.get(&connection).map(|c| c.peer.clone()) {
+            self.wake.insert(connection);
+            self.wake_peer(&peer);
+        }
+    }
+
+    /// Decodes what arrived on `connection` and handles each frame.
+    fn take_input(&mut self, now: Instant, connection: ConnectionId, data: Bytes) {
         let Some(state) = self.connections.get_mut(&connection) else {
             self.stats.unknown_connection += 1;
             return;
@@ -213,9 +223,13 @@ impl Endpoint {
                     _ => None,
                 });
             match (originator, reason) {
-                (Some(peer), Some(reason)) => self.on_unroutable(now, &peer, reason),
+                (Some(peer), Some(reason)) => {
+                    self.on_unroutable(now, &peer, reason);
+                    self.wake_peer(&peer);
+                }
                 (Some(peer), None) if packet.stream_offset > 0 => {
-                    self.on_path_mtu(&peer, packet.stream_offset as usize)
+                    self.on_path_mtu(&peer, packet.stream_offset as usize);
+                    self.wake_peer(&peer);
                 }
                 _ => self.stats.invalid_packets += 1,
             }
@@ -244,6 +258,7 @@ impl Endpoint {
                 state.peer.clone()
             }
         };
+        self.wake_peer(&peer_name);
         let routed = peer_name != self.connections[&connection].peer;
         let routes = packet.stream_id == ROUTES_STREAM;
         let budget = self.config.peer_receive_budget;
@@ -389,6 +404,7 @@ impl Endpoint {
                 (state.peer.clone(), state.rtt.loss_delay())
             }
         };
+        self.wake_peer(&peer_name);
         let Some(peer) = self.peers.get_mut(&peer_name) else {
             return;
         };

@@ -17,6 +17,7 @@ use prost::encoding::encoded_len_varint;
 use super::Endpoint;
 use crate::engine::connection::Phase;
 use crate::engine::piece::PieceEnd;
+use crate::engine::send::SendStream;
 use crate::engine::transmit::{ConnectionId, Transmit};
 use crate::engine::wire::{encode_content, fragment_of, fragment_overhead};
 
@@ -28,13 +29,7 @@ impl Endpoint {
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         self.tick(now);
         self.announce_routes(now);
-        let ids: Vec<ConnectionId> = self
-            .connections
-            .range(self.next_connection..)
-            .chain(self.connections.range(..self.next_connection))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in ids {
+        for id in self.woken(now) {
             if let Some(reason) = self.connections.get(&id).and_then(|c| c.closing.clone()) {
                 let data = self.build_close(id, reason.clone());
                 self.drop_connection(now, id, reason);
@@ -47,23 +42,28 @@ impl Endpoint {
                 }
                 continue;
             }
-            if self
-                .connections
-                .get(&id)
-                .is_some_and(|c| c.transport_blocked)
-                || !self.may_have_output(now, id)
-            {
+            let Some(state) = self.connections.get(&id) else {
+                self.wake.remove(&id);
+                continue;
+            };
+            // A connection whose transport is backed up stays woken, and waits.
+            if state.transport_blocked {
                 continue;
             }
-            if let Some(data) = self.build_transmit(now, id) {
-                self.next_connection = ConnectionId(id.0.wrapping_add(1));
-                self.stats.bytes_sent += data.len() as u64;
-                return Some(Transmit {
-                    connection: id,
-                    data,
-                });
+            if self.may_have_output(now, id) {
+                if let Some(data) = self.build_transmit(now, id) {
+                    self.next_connection = ConnectionId(id.0.wrapping_add(1));
+                    self.stats.bytes_sent += data.len() as u64;
+                    return Some(Transmit {
+                        connection: id,
+                        data,
+                    });
+                }
             }
+            self.rest(id);
         }
+        #[cfg(debug_assertions)]
+        self.check_resting(now);
         None
     }
 
@@ -81,9 +81,7 @@ impl Endpoint {
             || !state.forward.is_empty()
             || !state.pongs_owed.is_empty()
             || state.confirm_frame.is_some()
-            || state
-                .last_ping
-                .is_none_or(|last| last + self.config.keep_alive_interval <= now)
+            || self.ping_due(state).is_some_and(|at| at <= now)
             || state
                 .identity
                 .as_ref()
@@ -91,9 +89,9 @@ impl Endpoint {
         {
             return true;
         }
-        self.peers
-            .get(&state.peer)
-            .is_some_and(|peer| !peer.ack_pending.is_empty() || !peer.send.is_empty())
+        self.peers.get(&state.peer).is_some_and(|peer| {
+            !peer.ack_pending.is_empty() || peer.send.values().any(SendStream::is_active)
+        })
     }
 
     /// The peer's connection for data: the live one with the lowest RTT, measured ones first.
@@ -177,7 +175,7 @@ impl Endpoint {
     /// The next transmit of connection `id`. Until an accepted datagram connection proves its
     /// address (a frame from the peer after our accept), everything sent on it together is never
     /// more than what it sent: no amplification towards a spoofed address.
-    fn build_transmit(&mut self, now: Instant, id: ConnectionId) -> Option<Bytes> {
+    pub(super) fn build_transmit(&mut self, now: Instant, id: ConnectionId) -> Option<Bytes> {
         let state = self.connections.get(&id)?;
         let budget = match state.validated {
             true => usize::MAX,
@@ -264,9 +262,9 @@ impl Endpoint {
             };
             self.push_frame(&mut out, &frame, mtu);
         }
-        let ping_due = self.connections[&id]
-            .last_ping
-            .is_none_or(|last| last + self.config.keep_alive_interval <= now);
+        let ping_due = self
+            .ping_due(&self.connections[&id])
+            .is_some_and(|at| at <= now);
         if ping_due {
             let timepoint = self.timepoint(now);
             let state = self.connections.get_mut(&id)?;

@@ -32,14 +32,24 @@ pub(crate) const UNROUTABLE_FOR: Duration = Duration::from_secs(1);
 impl Endpoint {
     /// Whether `name` is a relay this endpoint is connected to (its accept said so).
     pub(super) fn is_relay_peer(&self, name: &str) -> bool {
-        self.peers.get(name).is_some_and(|peer| {
+        self.relays.contains(name)
+    }
+
+    /// Brings `name`'s place among the connected relays up to date after its connections
+    /// changed.
+    pub(super) fn refresh_relay(&mut self, name: &str) {
+        let relay = self.peers.get(name).is_some_and(|peer| {
             peer.connections.iter().any(|id| {
                 self.connections
                     .get(id)
                     .and_then(|connection| connection.identity.as_ref())
                     .is_some_and(|identity| identity.relay)
             })
-        })
+        });
+        match relay {
+            true => self.relays.insert(name.to_string()),
+            false => self.relays.remove(name),
+        };
     }
 
     /// The relay frames to `peer` go through: `None` when the peer has a direct connection, or
@@ -54,9 +64,9 @@ impl Endpoint {
                 return Some(via);
             }
         }
-        self.peers
-            .keys()
-            .find(|name| name.as_str() != peer && self.is_relay_peer(name))
+        self.relays
+            .iter()
+            .find(|name| name.as_str() != peer)
             .map(String::as_str)
     }
 
@@ -182,6 +192,7 @@ impl Endpoint {
         }
         state.forward_bytes += encoded.len();
         state.forward.push_back(encoded.freeze());
+        self.wake.insert(target);
         self.stats.frames_forwarded += 1;
         true
     }

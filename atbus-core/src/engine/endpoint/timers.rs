@@ -72,7 +72,12 @@ impl Endpoint {
             self.drop_connection(now, id, reason);
         }
 
-        let names: Vec<String> = self.peers.keys().cloned().collect();
+        let names: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, peer)| peer.needs_timers())
+            .map(|(name, _)| name.clone())
+            .collect();
         for name in names {
             let rto = self.rto(&name);
             let loss_delay = self.loss_delay(&name);
@@ -116,6 +121,7 @@ impl Endpoint {
                 self.stats.rto_fired += 1;
             }
             self.wake_blocked(&name);
+            self.wake_peer(&name);
         }
     }
 
@@ -143,7 +149,7 @@ impl Endpoint {
         }
         for (name, peer) in &self.peers {
             // Nothing can go to a peer without connections: no timer may keep firing for it.
-            if !self.can_reach(name) {
+            if !peer.needs_timers() || !self.can_reach(name) {
                 continue;
             }
             consider(peer.ack_deadline);

@@ -43,6 +43,7 @@ impl Endpoint {
         connection.validated = false;
         connection.handshake_deadline = Some(now + self.config.auth.handshake_timeout);
         self.connections.insert(id, connection);
+        self.wake.insert(id);
         Ok(())
     }
 

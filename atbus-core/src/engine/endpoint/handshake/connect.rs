@@ -192,6 +192,7 @@ impl Endpoint {
             attempts: 0,
         }));
         self.connections.insert(id, connection);
+        self.wake.insert(id);
         if early_data {
             // Data to the peer may leave with the hello.
             self.bind_to_peer(id, &peer);

@@ -1,0 +1,122 @@
+//! Which connections `poll_transmit` looks at. A relay holds thousands of connections and most
+//! are idle; looking at each of them after every event made the relay's work per event grow
+//! with the number of nodes (2000 nodes connecting took minutes, or never finished).
+//!
+//! A connection is *woken* when something it may send comes about: input on it or on its peer's
+//! other connections, a send or a read on its peer, a timer of its peer, a forwarded frame, a
+//! handshake message, a close, a transport unblocked. `poll_transmit` builds for woken
+//! connections only and puts a connection back to rest once it has nothing to send. Pings are
+//! due by time alone: `ping_floor` is the earliest a resting connection may owe one, and only
+//! then are the resting connections looked over.
+//!
+//! Debug builds check the rule: when `poll_transmit` finds nothing and no timer is overdue,
+//! every resting connection must have nothing to send either (for endpoints of up to
+//! `CHECKED_CONNECTIONS`).
+
+use std::time::Instant;
+
+use super::Endpoint;
+use crate::engine::connection::Connection;
+use crate::engine::transmit::ConnectionId;
+
+/// Debug builds check the wake rule on endpoints with at most this many connections (the check
+/// looks at every connection).
+#[cfg(debug_assertions)]
+const CHECKED_CONNECTIONS: usize = 512;
+
+impl Endpoint {
+    /// Wakes `peer`'s connections, or when it has none, those of the relay its frames go
+    /// through.
+    pub(super) fn wake_peer(&mut self, peer: &str) {
+        let direct = self
+            .peers
+            .get(peer)
+            .is_some_and(|state| !state.connections.is_empty());
+        let owner = match direct {
+            true => Some(peer),
+            false => self.route_of(peer),
+        };
+        let Some(connections) = owner
+            .and_then(|owner| self.peers.get(owner))
+            .map(|state| &state.connections)
+        else {
+            return;
+        };
+        self.wake.extend(connections.iter().copied());
+    }
+
+    /// When `state` owes its next ping, if pings go on it at all: established, and its address
+    /// proven (an unproven one would not have the budget).
+    pub(super) fn ping_due(&self, state: &Connection) -> Option<Instant> {
+        (state.is_established() && state.validated).then(|| {
+            state
+                .last_ping
+                .map_or(self.epoch, |last| last + self.config.keep_alive_interval)
+        })
+    }
+
+    /// The woken connections in round-robin order, after waking those that owe a ping at
+    /// `now`.
+    pub(super) fn woken(&mut self, now: Instant) -> Vec<ConnectionId> {
+        if self.ping_floor <= now {
+            let mut floor = now + self.config.keep_alive_interval;
+            let mut due = Vec::new();
+            for (&id, state) in &self.connections {
+                if self.wake.contains(&id) {
+                    continue;
+                }
+                match self.ping_due(state) {
+                    Some(at) if at <= now => due.push(id),
+                    Some(at) => floor = floor.min(at),
+                    None => {}
+                }
+            }
+            self.wake.extend(due);
+            self.ping_floor = floor;
+        }
+        self.wake
+            .range(self.next_connection..)
+            .chain(self.wake.range(..self.next_connection))
+            .copied()
+            .collect()
+    }
+
+    /// Puts connection `id` to rest: it had nothing to send.
+    pub(super) fn rest(&mut self, id: ConnectionId) {
+        self.wake.remove(&id);
+        if let Some(at) = self
+            .connections
+            .get(&id)
+            .and_then(|state| self.ping_due(state))
+        {
+            self.ping_floor = self.ping_floor.min(at);
+        }
+    }
+
+    /// Debug builds: panics if a resting connection had something to send at `now` (an event
+    /// that should have woken it did not).
+    #[cfg(debug_assertions)]
+    pub(super) fn check_resting(&mut self, now: Instant) {
+        // A timer overdue (`handle_timeout` not called yet) may have made output due by time
+        // alone: that output waits for `handle_timeout`, which wakes what it concerns.
+        if self.connections.len() > CHECKED_CONNECTIONS
+            || self.poll_timeout().is_some_and(|at| at <= now)
+        {
+            return;
+        }
+        let resting: Vec<ConnectionId> = self
+            .connections
+            .iter()
+            .filter(|&(id, state)| !self.wake.contains(id) && !state.transport_blocked)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in resting {
+            if let Some(data) = self.build_transmit(now, id) {
+                panic!(
+                    "connection {id:?} was resting with {} bytes to send: an event did not wake it",
+                    data.len()
+                );
+            }
+        }
+    }
+}
