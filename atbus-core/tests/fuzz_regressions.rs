@@ -368,6 +368,7 @@ fn from_relay(originator: &str, body: Body) -> Bytes {
             destination: "b".into(),
             forward_for_source: originator.into(),
             forward_for_connection_id: 0,
+            hop_count: 1,
         }),
         body: Some(body),
     };

@@ -77,6 +77,7 @@ fn head(u: &mut Unstructured) -> Result<MessageHead> {
         destination: string(u)?,
         forward_for_source: string(u)?,
         forward_for_connection_id: int64(u)?,
+        hop_count: u.arbitrary()?,
     })
 }
 

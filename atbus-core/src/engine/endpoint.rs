@@ -249,10 +249,7 @@ impl Endpoint {
                 }
             }
         }
-        moved.push(peer_name.clone());
-        for name in moved {
-            self.wake_peer(&name);
-        }
+
         let mut gone = false;
         if let Some(peer) = self.peers.get_mut(&peer_name) {
             peer.connections.retain(|&id| id != connection);
@@ -270,6 +267,11 @@ impl Endpoint {
         if gone {
             self.forget_relay_routes(&peer_name);
             self.routes_changed();
+        }
+        // What was in flight on it goes on the peers' other connections, or other relays.
+        moved.push(peer_name.clone());
+        for name in moved {
+            self.wake_peer(&name);
         }
         match (established, failure) {
             (false, Some(failure)) => self.events.push_back(Event::HandshakeFailed {

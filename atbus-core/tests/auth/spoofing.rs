@@ -67,6 +67,7 @@ fn only_an_authenticated_relay_may_set_forward_for() {
     let forwarded = MessageHead {
         forward_for_source: "someone-else".into(),
         forward_for_connection_id: 12,
+        hop_count: 1,
         ..head("client", "server")
     };
     // A plain node may not.
@@ -115,6 +116,7 @@ fn a_node_takes_forwarded_frames_only_from_a_peer_that_accepted_it_as_a_relay() 
     let forwarded = MessageHead {
         forward_for_source: "far-away".into(),
         forward_for_connection_id: 3,
+        hop_count: 1,
         ..head("hub", "client")
     };
     for relay in [true, false] {

@@ -253,11 +253,19 @@ impl Harness {
         } else {
             (String::new(), 0)
         };
+        // Around the hop limit (16), or anything.
+        let hop_count = match u.int_in_range(0..=7u8)? {
+            0 => u.arbitrary()?,
+            1 => 15,
+            2 => 16,
+            _ => 0,
+        };
         Ok(Some(MessageHead {
             source,
             destination,
             forward_for_source,
             forward_for_connection_id,
+            hop_count,
         }))
     }
 
@@ -320,7 +328,10 @@ impl Harness {
         let Some(head) = &frame.head else {
             return;
         };
-        if !matches!(frame.body, Some(Body::Packet(_) | Body::Acknowledge(_))) {
+        // Past the hop limit, nothing is forwarded.
+        if !matches!(frame.body, Some(Body::Packet(_) | Body::Acknowledge(_)))
+            || head.hop_count >= 16
+        {
             return;
         }
         let forward_for_source = match head.forward_for_source.is_empty() {
@@ -333,6 +344,7 @@ impl Harness {
                 destination: head.destination.clone(),
                 forward_for_source,
                 forward_for_connection_id: connection.0 as i64,
+                hop_count: head.hop_count + 1,
             }),
             body: frame.body.clone(),
         };

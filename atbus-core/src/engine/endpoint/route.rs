@@ -14,6 +14,7 @@ use atbus_proto::protocol::{
 use bytes::BytesMut;
 
 use super::Endpoint;
+use super::mesh::MAX_HOPS;
 use crate::engine::config::ForwardOverflow;
 use crate::engine::event::Event;
 use crate::engine::transmit::ConnectionId;
@@ -48,7 +49,14 @@ impl Endpoint {
         });
         match relay {
             true => self.relays.insert(name.to_string()),
-            false => self.relays.remove(name),
+            // The peers it carried go through the other relays now.
+            false if self.relays.remove(name) => {
+                for other in self.relays.clone() {
+                    self.wake_peer(&other);
+                }
+                true
+            }
+            false => false,
         };
     }
 
@@ -107,6 +115,11 @@ impl Endpoint {
         if head.forward_for_source.is_empty() {
             head.forward_for_source = std::mem::take(&mut head.source);
         }
+        if head.hop_count >= MAX_HOPS {
+            self.count_forward_drop("hop_limit");
+            return;
+        }
+        head.hop_count += 1;
         head.forward_for_connection_id = connection.0 as i64;
         head.source = self.name.clone();
         // The destination's own connection; else the relay offering it (never back where the
@@ -214,6 +227,7 @@ impl Endpoint {
                 destination: sender.to_string(),
                 forward_for_source: destination.to_string(),
                 forward_for_connection_id: 0,
+                hop_count: 1,
             }),
             body: Some(Body::Packet(PacketData {
                 stream_id: ROUTING_STREAM,
@@ -278,5 +292,98 @@ impl Endpoint {
             reason,
             dropped_units,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use atbus_proto::Decoded;
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::engine::config::{ConnectionKind, ConnectionParams, EngineConfig};
+
+    const STREAM: ConnectionParams = ConnectionParams {
+        kind: ConnectionKind::Stream,
+        mtu: 65536,
+    };
+
+    /// A relay between relay "up" (connection 1) and node "b" (connection 2), its first pings
+    /// sent.
+    fn relay_between_up_and_b(now: Instant) -> Endpoint {
+        let mut config = EngineConfig::default();
+        config.auth.relay = true;
+        let mut relay = Endpoint::new("relay", config, now);
+        relay
+            .add_connection(now, ConnectionId(1), "up", STREAM)
+            .unwrap();
+        relay
+            .add_connection(now, ConnectionId(2), "b", STREAM)
+            .unwrap();
+        // "up" said it is a relay in its handshake.
+        let identity = relay.connections.get_mut(&ConnectionId(1)).unwrap();
+        identity.identity.as_mut().unwrap().relay = true;
+        relay.refresh_relay("up");
+        while relay.poll_transmit(now).is_some() {}
+        relay
+    }
+
+    /// A window probe from node "a" to "b", forwarded by "up", having passed `hops` relays.
+    fn probe_through_up(relay: &Endpoint, hops: u32) -> Bytes {
+        let frame = FrameMessage {
+            head: Some(MessageHead {
+                source: "up".into(),
+                destination: "b".into(),
+                forward_for_source: "a".into(),
+                hop_count: hops,
+                ..Default::default()
+            }),
+            body: Some(Body::Packet(PacketData::default())),
+        };
+        let mut out = BytesMut::new();
+        relay.codec.encode(&frame, &mut out).unwrap();
+        out.freeze()
+    }
+
+    /// The heads of the frames the relay sends on `connection` now.
+    fn heads_sent_on(
+        relay: &mut Endpoint,
+        now: Instant,
+        connection: ConnectionId,
+    ) -> Vec<MessageHead> {
+        let mut heads = Vec::new();
+        while let Some(transmit) = relay.poll_transmit(now) {
+            if transmit.connection != connection {
+                continue;
+            }
+            let mut data = BytesMut::from(&transmit.data[..]);
+            while let Ok(Decoded::Frame(frame)) = relay.codec.decode(&mut data) {
+                heads.extend(frame.message.head);
+            }
+        }
+        heads
+    }
+
+    #[test]
+    fn a_relay_counts_itself_in_the_hop_count_of_what_it_forwards() {
+        let now = Instant::now();
+        let mut relay = relay_between_up_and_b(now);
+        relay.handle_input(now, ConnectionId(1), probe_through_up(&relay, 3));
+        let heads = heads_sent_on(&mut relay, now, ConnectionId(2));
+        assert_eq!(heads.len(), 1, "{heads:?}");
+        assert_eq!(heads[0].hop_count, 4);
+        assert_eq!(heads[0].source, "relay");
+        assert_eq!(heads[0].forward_for_source, "a");
+    }
+
+    #[test]
+    fn a_frame_past_the_hop_limit_is_dropped_and_counted() {
+        let now = Instant::now();
+        let mut relay = relay_between_up_and_b(now);
+        relay.handle_input(now, ConnectionId(1), probe_through_up(&relay, MAX_HOPS - 1));
+        assert_eq!(heads_sent_on(&mut relay, now, ConnectionId(2)).len(), 1);
+        relay.handle_input(now, ConnectionId(1), probe_through_up(&relay, MAX_HOPS));
+        assert!(heads_sent_on(&mut relay, now, ConnectionId(2)).is_empty());
+        assert_eq!(relay.stats().forward_dropped.get("hop_limit"), Some(&1));
     }
 }

@@ -112,9 +112,16 @@ impl Endpoint {
             .collect();
         for id in resting {
             if let Some(data) = self.build_transmit(now, id) {
+                let mut rest = bytes::BytesMut::from(&data[..]);
+                let mut frames = Vec::new();
+                while let Ok(atbus_proto::Decoded::Frame(frame)) = self.codec.decode(&mut rest) {
+                    frames.push(frame.message);
+                }
                 panic!(
-                    "connection {id:?} was resting with {} bytes to send: an event did not wake it",
-                    data.len()
+                    "connection {id:?} was resting with {} bytes to send: an event did not wake \
+                     it\nwhat it had: {frames:?}\nits state: {:?}",
+                    data.len(),
+                    self.connections.get(&id)
                 );
             }
         }
