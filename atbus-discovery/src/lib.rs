@@ -1,11 +1,12 @@
 //! Label-based discovery for atbus-rs.
 //!
-//! This crate holds Kubernetes-style name and label validation ([`validate`]) and label selectors
-//! ([`selector`]): `app=web,tier in (front,api),!canary`, with the syntax and semantics of
-//! Kubernetes' `labels.Parse`. It will also hold the node record (name, version, host, metadata,
-//! labels, gateways, advertised relays), the `Registry` trait with its in-memory and etcd backends,
-//! and the shared watch cache that fans one etcd watch out to every subscriber of a process (see
-//! `DESIGN.md` section 6).
+//! This crate holds Kubernetes-style name and label validation ([`validate`]), label selectors
+//! ([`selector`]: `app=web,tier in (front,api),!canary`, with the syntax and semantics of
+//! Kubernetes' `labels.Parse`), the node record ([`NodeRecord`]: name, version, host, metadata,
+//! labels, gateways, advertised relay), the [`Registry`] trait with its in-memory
+//! ([`MemoryRegistry`]) and etcd (`EtcdRegistry`, feature `etcd`) backends, and the watch cache
+//! that fans one etcd watch out to every subscriber of a process ([`Watch`]; see `DESIGN.md`
+//! section 6).
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -23,8 +24,19 @@
 //! assert!(selector.matches(&labels));
 //! ```
 
+mod memory;
+pub mod record;
+mod registry;
 pub mod selector;
 pub mod validate;
+mod watch;
+
+pub use memory::MemoryRegistry;
+pub use record::{
+    AdvertiseRelay, Gateway, HostInfo, Metadata, NodeRecord, RecordError, token_digest,
+};
+pub use registry::{BoxFuture, Registration, RegistrationState, Registry, RegistryError};
+pub use watch::{CHANGE_BACKLOG, Watch, WatchEvent};
 
 pub use selector::{
     Found, Operator, Requirement, RequirementError, Selector, SelectorError, SelectorErrorKind,
