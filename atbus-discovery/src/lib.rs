@@ -24,6 +24,8 @@
 //! assert!(selector.matches(&labels));
 //! ```
 
+#[cfg(feature = "etcd")]
+mod etcd;
 mod memory;
 pub mod record;
 mod registry;
@@ -31,6 +33,8 @@ pub mod selector;
 pub mod validate;
 mod watch;
 
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdConfig, EtcdRegistry, EtcdStats};
 pub use memory::MemoryRegistry;
 pub use record::{
     AdvertiseRelay, Gateway, HostInfo, Metadata, NodeRecord, RecordError, token_digest,
