@@ -88,6 +88,8 @@ struct Shared {
     cache: Arc<WatchCache>,
     stats: Arc<EtcdStats>,
     watcher: JoinHandle<()>,
+    /// Held by [`EtcdRegistry::pause_watch`]: the watch takes it before each step.
+    gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -139,6 +141,8 @@ impl EtcdRegistry {
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
             .and_then(Weak::upgrade)
+            // Its watch ran on a runtime that has ended: start afresh.
+            .filter(|shared| !shared.watcher.is_finished())
         {
             return Ok(EtcdRegistry { shared });
         }
@@ -152,11 +156,15 @@ impl EtcdRegistry {
         let cache = WatchCache::new();
         let revision = read_all(&mut client, &config, &cache).await?;
         let stats = Arc::new(EtcdStats::default());
+        let gate = Arc::new(tokio::sync::RwLock::new(()));
         let watcher = tokio::spawn(follow(
-            client.clone(),
-            config.clone(),
-            Arc::clone(&cache),
-            Arc::clone(&stats),
+            Follow {
+                client: client.clone(),
+                config: config.clone(),
+                cache: Arc::clone(&cache),
+                stats: Arc::clone(&stats),
+                gate: Arc::clone(&gate),
+            },
             revision + 1,
         ));
         let shared = Arc::new(Shared {
@@ -165,6 +173,7 @@ impl EtcdRegistry {
             cache,
             stats,
             watcher,
+            gate,
         });
         live()
             .lock()
@@ -181,6 +190,13 @@ impl EtcdRegistry {
     /// The revision the cache is at.
     pub fn revision(&self) -> u64 {
         self.shared.cache.revision()
+    }
+
+    /// Holds the shared watch still (it neither reads nor reopens) until the guard is dropped:
+    /// for tests that make it fall behind a compaction.
+    #[doc(hidden)]
+    pub async fn pause_watch(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        Arc::clone(&self.shared.gate).write_owned().await
     }
 
     fn key(&self, name: &str) -> String {
@@ -396,14 +412,24 @@ fn decode(value: &[u8]) -> Option<NodeRecord> {
     }
 }
 
-/// The shared watch: follows the prefix from `next` into the cache, for ever.
-async fn follow(
-    mut client: Client,
+/// What the shared watch works with.
+struct Follow {
+    client: Client,
     config: EtcdConfig,
     cache: Arc<WatchCache>,
     stats: Arc<EtcdStats>,
-    mut next: u64,
-) {
+    gate: Arc<tokio::sync::RwLock<()>>,
+}
+
+/// The shared watch: follows the prefix from `next` into the cache, for ever.
+async fn follow(follow: Follow, mut next: u64) {
+    let Follow {
+        mut client,
+        config,
+        cache,
+        stats,
+        gate,
+    } = follow;
     let prefix = config.nodes_prefix();
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -411,7 +437,11 @@ async fn follow(
             .with_prefix()
             .with_start_revision(next as i64)
             .with_progress_notify();
-        match client.watch(prefix.as_str(), Some(options)).await {
+        let opened = {
+            let _step = gate.read().await;
+            client.watch(prefix.as_str(), Some(options)).await
+        };
+        match opened {
             Ok(mut stream) => {
                 backoff = Duration::from_millis(100);
                 let mut ticker = tokio::time::interval(config.progress_interval);
@@ -419,6 +449,7 @@ async fn follow(
                 loop {
                     tokio::select! {
                         message = stream.message() => {
+                            let _step = gate.read().await;
                             let response = match message {
                                 Ok(Some(response)) => response,
                                 Ok(None) => break,

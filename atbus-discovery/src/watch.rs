@@ -19,6 +19,8 @@ use crate::selector::Selector;
 pub const CHANGE_BACKLOG: usize = 1024;
 
 /// What a watch reports.
+// A put carries the record by value: events are made once and handed over, not copied around.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
     /// The matching records at `revision`: always the first event.
@@ -47,7 +49,7 @@ pub enum WatchEvent {
 /// One change to the cache.
 #[derive(Debug, Clone)]
 pub(crate) enum Change {
-    Put(u64, NodeRecord),
+    Put(u64, Box<NodeRecord>),
     Delete(u64, String),
 }
 
@@ -100,7 +102,9 @@ impl WatchCache {
             return;
         }
         state.records.insert(record.name.clone(), record.clone());
-        let _ = self.changes.send(Arc::new(Change::Put(revision, record)));
+        let _ = self
+            .changes
+            .send(Arc::new(Change::Put(revision, Box::new(record))));
     }
 
     /// `name` withdrawn at `revision`.
@@ -137,7 +141,9 @@ impl WatchCache {
         for (name, record) in records {
             if state.records.get(&name) != Some(&record) {
                 state.records.insert(name, record.clone());
-                let _ = self.changes.send(Arc::new(Change::Put(revision, record)));
+                let _ = self
+                    .changes
+                    .send(Arc::new(Change::Put(revision, Box::new(record))));
             }
         }
         state.revision = state.revision.max(revision);
