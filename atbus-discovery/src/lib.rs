@@ -27,6 +27,7 @@
 #[cfg(feature = "etcd")]
 mod etcd;
 mod memory;
+pub mod policy;
 pub mod record;
 mod registry;
 pub mod selector;
@@ -36,6 +37,7 @@ mod watch;
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdConfig, EtcdRegistry, EtcdStats};
 pub use memory::MemoryRegistry;
+pub use policy::{Area, Chooser, Locality, Policy, Proximity, Tier};
 pub use record::{
     AdvertiseRelay, Gateway, HostInfo, Metadata, NodeRecord, RecordError, token_digest,
 };
