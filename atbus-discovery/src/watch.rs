@@ -85,6 +85,7 @@ impl WatchCache {
     }
 
     /// The revision the cache is at.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))] // used by the etcd registry
     pub fn revision(&self) -> u64 {
         self.lock().revision
     }
@@ -119,6 +120,7 @@ impl WatchCache {
     }
 
     /// The backend progressed to `revision` with no change here.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))] // used by the etcd registry
     pub fn progress(&self, revision: u64) {
         let mut state = self.lock();
         state.revision = state.revision.max(revision);
@@ -126,6 +128,7 @@ impl WatchCache {
 
     /// A full read at `revision` (after a compaction, say): the differences from the cache go
     /// out as changes.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))] // used by the etcd registry
     pub fn replace(&self, revision: u64, records: BTreeMap<String, NodeRecord>) {
         let mut state = self.lock();
         let gone: Vec<String> = state
@@ -150,6 +153,7 @@ impl WatchCache {
     }
 
     /// No more changes will come: subscribers end.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))] // used by the etcd registry
     pub fn close(&self) {
         self.lock().closed = true;
     }
