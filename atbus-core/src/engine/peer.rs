@@ -70,6 +70,9 @@ pub(crate) struct Peer {
     pub route_mtu: Option<usize>,
     /// A relay said it knows no route to the peer: sends fail until this passes.
     pub unroutable_until: Option<Instant>,
+    /// The relay the peer advertises, when this node prefers it to its own: frames to the peer
+    /// go there while it is connected.
+    pub preferred_relay: Option<String>,
 }
 
 impl Peer {

@@ -2,6 +2,7 @@
 //! listens, which peers it keeps connected or dials on demand, and its engine's limits; `start`
 //! checks it all, binds the listeners and starts the node's tasks.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,8 @@ pub struct NodeBuilder {
     on_demand: Vec<(String, Vec<String>)>,
     relays: Vec<String>,
     relay_peers: Vec<String>,
+    relay_preference: RelayPreference,
+    advertised_relays: Vec<(String, String)>,
     metadata: NodeMetadata,
     engine: EngineConfig,
     backoff: Backoff,
@@ -48,6 +51,8 @@ impl NodeBuilder {
             on_demand: Vec::new(),
             relays: Vec::new(),
             relay_peers: Vec::new(),
+            relay_preference: RelayPreference::Own,
+            advertised_relays: Vec::new(),
             metadata: NodeMetadata::default(),
             engine: EngineConfig::default(),
             backoff: Backoff {
@@ -140,6 +145,40 @@ impl NodeBuilder {
         self
     }
 
+    /// Whether frames to a peer this node has no direct connection to go through this node's
+    /// own relays ([`RelayPreference::Own`], the default) or through the relay the peer
+    /// advertises ([`RelayPreference::Advertised`]: one hop less across a mesh, one more
+    /// connection here). See [`peer_relay`](Self::peer_relay).
+    pub fn relay_preference(mut self, preference: RelayPreference) -> Self {
+        self.relay_preference = preference;
+        self
+    }
+
+    /// `peer` advertises the relay at `address` (from its discovery record, or configured):
+    /// with [`RelayPreference::Advertised`] this node keeps a connection to that relay too and
+    /// sends to `peer` through it while it is up (through its own relays otherwise).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), atbus_core::runtime::NodeError> {
+    /// use atbus_core::engine::Token;
+    /// use atbus_core::runtime::{Node, RelayPreference};
+    ///
+    /// let node = Node::builder()
+    ///     .name("client")
+    ///     .token(Token::new("a shared secret").unwrap())
+    ///     .relay("tcp://relay-a.internal:7800")
+    ///     .relay_preference(RelayPreference::Advertised)
+    ///     .peer_relay("billing", "tcp://relay-b.internal:7800")
+    ///     .start()
+    ///     .await?;
+    /// node.send("billing", "through relay-b, not relay-a then relay-b").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn peer_relay(mut self, peer: impl Into<String>, address: impl Into<String>) -> Self {
+        self.advertised_relays.push((peer.into(), address.into()));
+        self
+    }
+
     /// For a relay (an engine with `auth.relay` set): another relay to keep connected at
     /// `address`, as a relay: the two exchange route tables and forward through each other, so
     /// that a node on one reaches nodes on the other (or further, up to 16 relays).
@@ -204,6 +243,22 @@ impl NodeBuilder {
         let on_demand = parse_peers(&self.on_demand)?;
         let relays = parse_addresses(&self.relays)?;
         let relay_peers = parse_addresses(&self.relay_peers)?;
+        let mut advertised: HashMap<String, Vec<String>> = HashMap::new();
+        for (peer, address) in &self.advertised_relays {
+            let address = address.parse::<Address>()?;
+            advertised
+                .entry(address.to_string())
+                .or_default()
+                .push(peer.clone());
+        }
+        if self.relay_preference == RelayPreference::Own {
+            advertised.clear();
+        }
+        let advertised_addresses: Vec<Address> = advertised
+            .keys()
+            .filter(|address| !relays.iter().any(|relay| relay.to_string() == **address))
+            .map(|address| address.parse::<Address>())
+            .collect::<Result<_, _>>()?;
         self.metadata.validate()?;
         self.engine.validate().map_err(NodeError::Config)?;
         let context = Arc::new(TransportContext::for_node(
@@ -214,7 +269,8 @@ impl NodeBuilder {
                 .chain(&on_demand)
                 .flat_map(|(_, addresses)| addresses)
                 .chain(&relays)
-                .chain(&relay_peers),
+                .chain(&relay_peers)
+                .chain(&advertised_addresses),
         )?);
         let mut engine = self.engine;
         engine.auth.tokens.extend(self.tokens.iter().cloned());
@@ -228,6 +284,7 @@ impl NodeBuilder {
         let endpoint = Endpoint::new(name.clone(), engine, Instant::now());
         let (stop, stop_rx) = watch::channel(false);
         let shared = Shared::new(endpoint, self.receive_buffer, stop_rx.clone());
+        shared.with(|state| state.advertised_relays = advertised);
 
         let mut listeners = Vec::new();
         let mut local = Vec::new();
@@ -266,6 +323,7 @@ impl NodeBuilder {
             dialer.dial_on_demand(&peer, addresses);
         }
         dialer.dial_relay(&relays);
+        dialer.dial_relay(&advertised_addresses);
         dialer.dial_relay_peer(&relay_peers);
         Ok(Node {
             inner: Arc::new(Inner {
@@ -279,6 +337,18 @@ impl NodeBuilder {
             }),
         })
     }
+}
+
+/// Which relay carries frames to a peer the node has no direct connection to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayPreference {
+    /// The node's own relays (which forward across the mesh to the peer's).
+    #[default]
+    Own,
+    /// The relay the peer advertises ([`NodeBuilder::peer_relay`]), dialed as well, while it is
+    /// up.
+    Advertised,
 }
 
 /// Addresses, parsed.

@@ -13,7 +13,11 @@
 //!   - name: audit
 //!     addresses: ["udp://audit.internal:7810"]
 //!     connect: on_demand         # dialed at the first send (default: always, from the start)
+//!   - name: stock                # no address: reached through a relay
+//!     relay: "tcp://relay-b.internal:7800"   # the relay it advertises (optional)
 //! relays: ["tcp://relay.internal:7800"]   # other nodes are reached through these (optional)
+//! relay_preference: own          # own (default): through our relays; advertised: through the
+//!                                # relay a peer advertises, dialed as well
 //! receive_buffer: 8388608        # bytes of messages held for recv (optional)
 //! max_message_size: 67108864     # bytes (optional)
 //! reconnect: {min: 50ms, max: 5s}  # backoff between dials of a lost connection (optional)
@@ -79,6 +83,9 @@ pub struct NodeConfig {
     /// them.
     #[serde(default)]
     pub relays: Vec<String>,
+    /// Through which relay frames to a peer without a direct connection go.
+    #[serde(default)]
+    pub relay_preference: super::RelayPreference,
     /// Bytes of received messages held for `recv`.
     #[serde(default)]
     pub receive_buffer: Option<usize>,
@@ -306,11 +313,15 @@ fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<PathBuf
 pub struct PeerConfig {
     /// Its name.
     pub name: String,
-    /// Where it listens; one connection per address.
+    /// Where it listens; one connection per address (none: it is reached through a relay).
+    #[serde(default)]
     pub addresses: Vec<String>,
     /// When to dial it.
     #[serde(default)]
     pub connect: Connect,
+    /// The relay it advertises, used with `relay_preference: advertised`.
+    #[serde(default)]
+    pub relay: Option<String>,
 }
 
 /// When a configured peer is dialed.
@@ -363,7 +374,7 @@ impl NodeConfig {
         for address in &self.listen {
             builder = builder.listen(address.clone());
         }
-        for peer in &self.peers {
+        for peer in self.peers.iter().filter(|peer| !peer.addresses.is_empty()) {
             builder = match peer.connect {
                 Connect::Always => builder.peer(peer.name.clone(), peer.addresses.clone()),
                 Connect::OnDemand => {
@@ -373,6 +384,12 @@ impl NodeConfig {
         }
         for relay in &self.relays {
             builder = builder.relay(relay.clone());
+        }
+        builder = builder.relay_preference(self.relay_preference);
+        for peer in &self.peers {
+            if let Some(relay) = &peer.relay {
+                builder = builder.peer_relay(peer.name.clone(), relay.clone());
+            }
         }
         if let Some(reconnect) = &self.reconnect {
             builder = builder.reconnect_backoff(reconnect.min, reconnect.max);
@@ -412,6 +429,27 @@ mod tests {
         assert_eq!(config.name, "orders");
         assert_eq!(config.peers[0].addresses, ["tcp://127.0.0.1:1"]);
         assert!(config.builder().is_ok());
+    }
+
+    #[test]
+    fn a_peer_may_name_the_relay_it_advertises() {
+        let config = NodeConfig::from_yaml(
+            "name: orders\n\
+             tokens: [\"a shared secret of at least 16 bytes\"]\n\
+             relays: [\"tcp://127.0.0.1:1\"]\n\
+             relay_preference: advertised\n\
+             peers:\n  - name: stock\n    relay: \"tcp://127.0.0.1:2\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            config.relay_preference,
+            super::super::RelayPreference::Advertised
+        );
+        assert_eq!(config.peers[0].relay.as_deref(), Some("tcp://127.0.0.1:2"));
+        assert!(config.peers[0].addresses.is_empty());
+        assert!(config.builder().is_ok());
+        let wrong = NodeConfig::from_yaml("name: a\nrelay_preference: theirs\n").unwrap_err();
+        assert!(wrong.to_string().contains("theirs"), "{wrong}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ mod tls_config;
 mod traffic;
 pub mod transport;
 
-pub use builder::NodeBuilder;
+pub use builder::{NodeBuilder, RelayPreference};
 pub use config::{
     Connect, EngineSection, NodeConfig, PeerConfig, ReconnectConfig, TlsConfig, parse_duration,
 };

@@ -67,6 +67,9 @@ pub(crate) struct State {
     pub armed_timer: Option<Instant>,
     /// Connections and bytes by transport.
     pub traffic: Traffic,
+    /// Relay addresses the node dials because peers advertise them (and it prefers those): the
+    /// peers behind each. Once a relay there authenticates, frames to them go through it.
+    pub advertised_relays: HashMap<String, Vec<String>>,
 }
 
 /// Wake-ups to deliver after the lock is released.
@@ -113,6 +116,7 @@ impl Shared {
                 shutting_down: false,
                 armed_timer: None,
                 traffic: Traffic::default(),
+                advertised_relays: HashMap::new(),
             }),
             timer: Notify::new(),
             inbox: Notify::new(),
@@ -325,9 +329,20 @@ impl State {
             }
             Event::Authenticated {
                 connection, peer, ..
-            } => wakeups
-                .events
-                .push(NodeEvent::Connected { connection, peer }),
+            } => {
+                // A relay some peers advertise: they are reached through it from now on.
+                let advertising = self
+                    .links
+                    .get(&connection)
+                    .and_then(|link| self.advertised_relays.get(&link.remote));
+                for target in advertising.into_iter().flatten() {
+                    self.endpoint
+                        .set_preferred_relay(target, Some(peer.clone()));
+                }
+                wakeups
+                    .events
+                    .push(NodeEvent::Connected { connection, peer });
+            }
             Event::PeerReachable { peer } => wakeups.events.push(NodeEvent::PeerReachable { peer }),
             Event::PeerUnreachable { peer } => {
                 wakeups.events.push(NodeEvent::PeerUnreachable { peer })

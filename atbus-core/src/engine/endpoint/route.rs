@@ -1,6 +1,7 @@
 //! Routes through relays (`docs/protocol.md` section 5.9). A peer with no direct connection is
-//! reached through a relay: the one its forwarded frames last came through, else any relay this
-//! endpoint is connected to. Streams stay end to end: the relay forwards packets and
+//! reached through a relay: the one it advertises if this node prefers that and is connected to
+//! it, else the one its forwarded frames last came through, else any relay this endpoint is
+//! connected to. Streams stay end to end: the relay forwards packets and
 //! acknowledgements without taking part in them. An endpoint configured as a relay forwards the
 //! frames it is not the destination of, and tells the sender when it knows no route.
 
@@ -36,6 +37,17 @@ impl Endpoint {
         self.relays.contains(name)
     }
 
+    /// Sends frames for `peer` through the relay named `relay` whenever it is connected (and
+    /// `peer` is not): the relay `peer` advertises, for a node that prefers it to its own. `None`
+    /// goes back to the default: the relay the peer's frames last came through, else any.
+    pub fn set_preferred_relay(&mut self, peer: &str, relay: Option<String>) {
+        self.peers
+            .entry(peer.to_string())
+            .or_default()
+            .preferred_relay = relay;
+        self.wake_peer(peer);
+    }
+
     /// Brings `name`'s place among the connected relays up to date after its connections
     /// changed.
     pub(super) fn refresh_relay(&mut self, name: &str) {
@@ -60,12 +72,17 @@ impl Endpoint {
         };
     }
 
-    /// The relay frames to `peer` go through: `None` when the peer has a direct connection, or
-    /// no relay is reachable.
+    /// The relay frames to `peer` go through: its preferred relay, the one its frames came
+    /// through, or any; `None` when the peer has a direct connection, or no relay is reachable.
     pub(super) fn route_of(&self, peer: &str) -> Option<&str> {
         let state = self.peers.get(peer);
         if state.is_some_and(|state| !state.connections.is_empty()) {
             return None;
+        }
+        if let Some(preferred) = state.and_then(|state| state.preferred_relay.as_deref()) {
+            if preferred != peer && self.is_relay_peer(preferred) {
+                return Some(preferred);
+            }
         }
         if let Some(via) = state.and_then(|state| state.via.as_deref()) {
             if self.is_relay_peer(via) {

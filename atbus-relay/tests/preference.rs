@@ -1,0 +1,162 @@
+//! A node's relay preference (seed 004: through its own relay, or straight to the relay the
+//! target advertises). Two meshed relays, a and b; the target is on b, the sender on a. With
+//! `Own`, relay a forwards the traffic across the mesh; with `Advertised`, the sender also
+//! connects to b and relay a forwards none of it.
+
+use std::time::Duration;
+
+use atbus_core::engine::Token;
+use atbus_core::runtime::{Node, RelayPreference};
+use atbus_relay::Relay;
+
+const TOKEN: &str = "the relay preference test's shared token";
+const MESSAGES: u32 = 50;
+
+fn token() -> Token {
+    Token::new(TOKEN).expect("long enough")
+}
+
+/// Relays a and b, b peered with a.
+async fn meshed_relays() -> (Relay, Relay) {
+    let a = Relay::builder()
+        .name("relay-a")
+        .listen("tcp://127.0.0.1:0")
+        .token(token())
+        .start()
+        .await
+        .expect("relay a");
+    let b = Relay::builder()
+        .name("relay-b")
+        .listen("tcp://127.0.0.1:0")
+        .peer(a.local_addresses()[0].to_string())
+        .token(token())
+        .start()
+        .await
+        .expect("relay b");
+    (a, b)
+}
+
+/// Waits until `node` has `count` authenticated connections.
+async fn connected(node: &Node, count: usize) {
+    for _ in 0..250 {
+        let up = node
+            .connection_info()
+            .iter()
+            .filter(|c| c.peer.is_some())
+            .count();
+        if up >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{} did not get {count} connections within 5 s", node.name());
+}
+
+/// Sends `MESSAGES` from `x` to `y` (retrying the first while the mesh learns where `y` is) and
+/// checks they all arrive.
+async fn send_all(x: &Node, y: &Node) {
+    let mut first = Ok(0);
+    for _ in 0..100 {
+        first = x
+            .request("y", "ping", Duration::from_secs(1))
+            .await
+            .map(|_| 0);
+        if first.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.expect("y answers through the relays");
+    for index in 0..MESSAGES {
+        x.send("y", index.to_le_bytes().to_vec())
+            .await
+            .expect("send");
+    }
+    let mut index = 0;
+    while index < MESSAGES {
+        let message = tokio::time::timeout(Duration::from_secs(10), y.recv())
+            .await
+            .expect("a message within 10 s")
+            .expect("running");
+        // A probe that timed out on the way may still arrive.
+        if message.data.as_ref() == b"ping" {
+            continue;
+        }
+        assert_eq!(message.data.as_ref(), index.to_le_bytes());
+        index += 1;
+    }
+}
+
+/// `y` on relay b, answering requests.
+async fn target_on(b: &Relay) -> Node {
+    let y = Node::builder()
+        .name("y")
+        .token(token())
+        .relay(b.local_addresses()[0].to_string())
+        .start()
+        .await
+        .expect("y");
+    connected(&y, 1).await;
+    y
+}
+
+/// `x` on relay a, told that y advertises relay b, with `preference`.
+async fn sender_on(a: &Relay, b: &Relay, preference: RelayPreference) -> Node {
+    Node::builder()
+        .name("x")
+        .token(token())
+        .relay(a.local_addresses()[0].to_string())
+        .relay_preference(preference)
+        .peer_relay("y", b.local_addresses()[0].to_string())
+        .start()
+        .await
+        .expect("x")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_its_own_relay_preferred_a_node_sends_through_it_across_the_mesh() {
+    let (a, b) = meshed_relays().await;
+    let y = target_on(&b).await;
+    let x = sender_on(&a, &b, RelayPreference::Own).await;
+    connected(&x, 1).await;
+    answer_one_request(&y);
+    let before = a.stats().frames_forwarded;
+    send_all(&x, &y).await;
+    assert!(
+        a.stats().frames_forwarded >= before + u64::from(MESSAGES) / 2,
+        "relay a carried the traffic"
+    );
+    assert_eq!(
+        x.connection_info().len(),
+        1,
+        "x did not connect to y's relay"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_advertised_relay_preferred_a_node_sends_through_the_targets_relay() {
+    let (a, b) = meshed_relays().await;
+    let y = target_on(&b).await;
+    let x = sender_on(&a, &b, RelayPreference::Advertised).await;
+    connected(&x, 2).await;
+    answer_one_request(&y);
+    let (a_before, b_before) = (a.stats().frames_forwarded, b.stats().frames_forwarded);
+    send_all(&x, &y).await;
+    assert_eq!(
+        a.stats().frames_forwarded,
+        a_before,
+        "relay a forwarded none of it"
+    );
+    assert!(b.stats().frames_forwarded >= b_before + u64::from(MESSAGES) / 2);
+}
+
+/// `y` answers the first request (the test's probe that the route is up), then leaves its
+/// inbox to the test.
+fn answer_one_request(y: &Node) {
+    let y = y.clone();
+    tokio::spawn(async move {
+        if let Some(request) = y.recv().await {
+            let _ = y.reply(&request, "pong").await;
+        }
+    });
+}
