@@ -8,6 +8,7 @@ fn main() -> Result<()> {
         "proto/libatbus_protocol.proto",
         "proto/atbus_handshake.proto",
         "proto/atbus_routing.proto",
+        "proto/atbus_discovery.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -33,6 +33,7 @@ mod registry;
 pub mod selector;
 pub mod validate;
 mod watch;
+mod wire;
 
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdConfig, EtcdRegistry, EtcdStats};

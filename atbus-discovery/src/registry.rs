@@ -19,7 +19,7 @@ use crate::watch::Watch;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where nodes are registered and found.
-pub trait Registry: Send + Sync {
+pub trait Registry: Send + Sync + std::fmt::Debug {
     /// Publishes `record` as this process's own node. The record stays while the returned
     /// [`Registration`] lives; [`Registration::close`] (or dropping it) withdraws it.
     ///

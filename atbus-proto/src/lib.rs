@@ -74,6 +74,13 @@ pub mod routing {
     include!(concat!(env!("OUT_DIR"), "/atbus.routing.rs"));
 }
 
+/// The messages of `proto/atbus_discovery.proto`: node records, and discovery through a relay
+/// (register, list, watch by selector).
+#[allow(missing_docs)]
+pub mod discovery {
+    include!(concat!(env!("OUT_DIR"), "/atbus.discovery.rs"));
+}
+
 pub use codec::FrameCodec;
 pub use config::{CodecConfig, ConfigError, DEFAULT_MAX_FRAME_LENGTH, MAX_FRAME_LENGTH_LIMIT};
 pub use decode::{Decoded, Frame};

@@ -40,6 +40,46 @@ pub struct RelayConfig {
     /// The engine's limits and timers.
     #[serde(default)]
     pub engine: EngineSection,
+    /// Where the relay's nodes register, list and watch: in memory (default) or etcd.
+    #[serde(default)]
+    pub registry: RegistrySection,
+}
+
+/// The `registry` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySection {
+    /// etcd instead of the relay's memory: relays sharing it see each other's nodes.
+    #[serde(default)]
+    pub etcd: Option<EtcdSection>,
+}
+
+/// The `registry.etcd` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSection {
+    /// etcd's client URLs.
+    pub endpoints: Vec<String>,
+    /// The keys' prefix, one per cluster (default `/atbus/default`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Seconds a dead node's record stays (default 10).
+    #[serde(default)]
+    pub lease_ttl_seconds: Option<u64>,
+}
+
+impl EtcdSection {
+    /// The registry's configuration.
+    pub fn config(&self) -> atbus_discovery::EtcdConfig {
+        let mut config = atbus_discovery::EtcdConfig::new(self.endpoints.iter().cloned());
+        if let Some(prefix) = &self.prefix {
+            config.prefix = prefix.clone();
+        }
+        if let Some(seconds) = self.lease_ttl_seconds {
+            config.lease_ttl = std::time::Duration::from_secs(seconds.max(1));
+        }
+        config
+    }
 }
 
 fn default_name() -> String {
@@ -67,6 +107,7 @@ impl Default for RelayConfig {
             tokens: Vec::new(),
             tls: None,
             engine: EngineSection::default(),
+            registry: RegistrySection::default(),
         }
     }
 }

@@ -41,7 +41,8 @@
 //! `/v1/connections`, `/v1/routes` and `/v1/nodes?watch=1&heartbeat=N` (server-sent events).
 
 mod admin;
-mod config;
+pub mod config;
+mod discovery;
 mod relay;
 
 pub use config::{ConfigError, DEFAULT_ADMIN, DEFAULT_LISTEN, RelayConfig};

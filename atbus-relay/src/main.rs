@@ -44,6 +44,10 @@ struct Cli {
     /// variable to the flag: command lines are visible to other users.
     #[arg(long, env = "ATBUS_RELAY_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// etcd client URLs, comma-separated: discovery is served from etcd instead of the relay's
+    /// memory; replaces the file's `registry.etcd.endpoints`.
+    #[arg(long, env = "ATBUS_RELAY_ETCD", value_delimiter = ',')]
+    etcd: Vec<String>,
     /// Seconds to let queued frames go out on shutdown.
     #[arg(long, default_value_t = 5)]
     drain_seconds: u64,
@@ -106,6 +110,19 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
     if !peers.is_empty() {
         config.peers = peers;
+    }
+    let etcd: Vec<String> = cli.etcd.iter().filter(|a| !a.is_empty()).cloned().collect();
+    if !etcd.is_empty() {
+        match &mut config.registry.etcd {
+            Some(section) => section.endpoints = etcd,
+            None => {
+                config.registry.etcd = Some(atbus_relay::config::EtcdSection {
+                    endpoints: etcd,
+                    prefix: None,
+                    lease_ttl_seconds: None,
+                })
+            }
+        }
     }
     match cli.admin.as_deref() {
         Some("off") | Some("") => config.admin = String::new(),

@@ -14,8 +14,11 @@ use atbus_core::Address;
 use atbus_core::engine::{EngineConfig, EngineStats, Token};
 use atbus_core::runtime::{ConnectionInfo, Node, NodeError, TlsSettings, TrafficCounters};
 
+use atbus_discovery::{EtcdConfig, EtcdRegistry, MemoryRegistry, Registry};
+
 use crate::admin::{self, Admin};
 use crate::config::{ConfigError, RelayConfig};
+use crate::discovery::DiscoveryService;
 
 /// Configures and starts a [`Relay`].
 #[derive(Debug, Clone)]
@@ -27,6 +30,8 @@ pub struct RelayBuilder {
     tokens: Vec<Token>,
     engine: EngineConfig,
     tls: Option<TlsSettings>,
+    registry: Option<Arc<dyn Registry>>,
+    etcd: Option<EtcdConfig>,
 }
 
 impl RelayBuilder {
@@ -75,6 +80,20 @@ impl RelayBuilder {
         self
     }
 
+    /// The registry the relay serves discovery from (its nodes register, list and watch there):
+    /// by default an in-memory one of its own.
+    pub fn registry(mut self, registry: Arc<dyn Registry>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Serves discovery from etcd: connected at [`start`](Self::start), with one etcd watcher
+    /// for all the relay's watching nodes.
+    pub fn etcd(mut self, config: EtcdConfig) -> Self {
+        self.etcd = Some(config);
+        self
+    }
+
     /// A builder holding what `config` says (its TLS files are read at `start`).
     pub fn from_config(config: &RelayConfig) -> Result<Self, ConfigError> {
         config.check()?;
@@ -103,6 +122,9 @@ impl RelayBuilder {
                 message: error.to_string(),
             })?;
             builder = builder.tls(settings);
+        }
+        if let Some(etcd) = config.registry.etcd.as_ref() {
+            builder = builder.etcd(etcd.config());
         }
         Ok(builder)
     }
@@ -153,7 +175,18 @@ impl RelayBuilder {
                 })?),
                 None => None,
             };
+        let registry: Arc<dyn Registry> = match (self.registry, self.etcd) {
+            (Some(registry), _) => registry,
+            (None, Some(etcd)) => {
+                let endpoints = etcd.endpoints.join(",");
+                Arc::new(EtcdRegistry::connect(etcd).await.map_err(|error| {
+                    NodeError::Config(format!("registry.etcd ({endpoints}): {error}"))
+                })?)
+            }
+            (None, None) => Arc::new(MemoryRegistry::new()),
+        };
         let node = builder.start().await?;
+        DiscoveryService::start(node.clone(), Arc::clone(&registry));
         let ready = Arc::new(AtomicBool::new(true));
         let (stop, stop_rx) = watch::channel(false);
         let mut admin_address = None;
@@ -167,6 +200,7 @@ impl RelayBuilder {
         }
         Ok(Relay {
             node,
+            registry,
             admin_address,
             ready,
             stop: Arc::new(stop),
@@ -178,6 +212,7 @@ impl RelayBuilder {
 #[derive(Debug, Clone)]
 pub struct Relay {
     node: Node,
+    registry: Arc<dyn Registry>,
     admin_address: Option<SocketAddr>,
     ready: Arc<AtomicBool>,
     stop: Arc<watch::Sender<bool>>,
@@ -194,7 +229,14 @@ impl Relay {
             tokens: Vec::new(),
             engine: EngineConfig::default(),
             tls: None,
+            registry: None,
+            etcd: None,
         }
+    }
+
+    /// The registry the relay serves discovery from.
+    pub fn registry(&self) -> &Arc<dyn Registry> {
+        &self.registry
     }
 
     /// The relay's name.

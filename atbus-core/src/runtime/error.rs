@@ -45,6 +45,14 @@ pub enum NodeError {
     /// The configuration is inconsistent.
     #[error("invalid node configuration: {0}")]
     Config(String),
+    /// The relay refused a discovery request, or answered something else than discovery.
+    #[error("discovery through relay {relay:?}: {message}")]
+    Discovery {
+        /// The relay asked.
+        relay: String,
+        /// What it said.
+        message: String,
+    },
 }
 
 impl From<SendError> for NodeError {

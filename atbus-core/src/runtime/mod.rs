@@ -9,6 +9,7 @@
 mod builder;
 mod config;
 mod dialer;
+mod discovery;
 mod error;
 mod message;
 mod metadata;
@@ -23,6 +24,7 @@ pub use builder::{NodeBuilder, RelayPreference};
 pub use config::{
     Connect, EngineSection, NodeConfig, PeerConfig, ReconnectConfig, TlsConfig, parse_duration,
 };
+pub use discovery::{RelayDiscovery, RelayWatch};
 pub use error::NodeError;
 pub use message::{Message, NodeEvent};
 pub use metadata::NodeMetadata;
