@@ -76,7 +76,7 @@ pub mod routing {
 
 /// The messages of `proto/atbus_discovery.proto`: node records, and discovery through a relay
 /// (register, list, watch by selector).
-#[allow(missing_docs)]
+#[allow(missing_docs, clippy::large_enum_variant)]
 pub mod discovery {
     include!(concat!(env!("OUT_DIR"), "/atbus.discovery.rs"));
 }

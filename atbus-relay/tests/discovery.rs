@@ -1,0 +1,227 @@
+//! Discovery through the relay: nodes register their records with their relay and list or watch
+//! by selector there. With an embedded relay (its in-memory registry), and with 200 nodes on two
+//! relay processes sharing a real etcd, where etcd counts exactly one watcher per relay.
+
+#[path = "../../atbus-discovery/tests/support/etcd.rs"]
+#[allow(dead_code)]
+mod etcd;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use atbus_core::engine::Token;
+use atbus_core::runtime::{Node, NodeError, RelayWatch};
+use atbus_discovery::{NodeRecord, WatchEvent};
+use atbus_relay::Relay;
+use etcd::EtcdServer;
+
+const TOKEN: &str = "the discovery test's shared token";
+
+fn token() -> Token {
+    Token::new(TOKEN).expect("long enough")
+}
+
+/// Node `name` connected to the relay at `relay`.
+async fn node(name: &str, relay: &str) -> Node {
+    let node = Node::builder()
+        .name(name)
+        .token(token())
+        .relay(relay)
+        .start()
+        .await
+        .expect("node starts");
+    for _ in 0..500 {
+        if node.connection_info().iter().any(|c| c.peer.is_some()) {
+            return node;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{name} did not connect to {relay} within 10 s");
+}
+
+fn record(name: &str, app: &str) -> NodeRecord {
+    let mut record = NodeRecord::new(name);
+    record.metadata.labels.insert("app".into(), app.into());
+    record
+}
+
+async fn next(watch: &mut RelayWatch, waiting_for: &str) -> WatchEvent {
+    tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .unwrap_or_else(|_| panic!("no watch event within 10 s: waiting for {waiting_for}"))
+        .expect("the relay answers polls")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_register_list_and_watch_through_an_embedded_relay() {
+    let relay = Relay::builder()
+        .name("relay")
+        .listen("tcp://127.0.0.1:0")
+        .token(token())
+        .start()
+        .await
+        .expect("relay");
+    let address = relay.local_addresses()[0].to_string();
+    let web = node("web-1", &address).await;
+    let client = node("client", &address).await;
+    web.discovery("relay")
+        .register(&record("web-1", "web"))
+        .await
+        .expect("registered");
+
+    let found = client
+        .discovery("relay")
+        .list(&"app=web".parse().unwrap())
+        .await
+        .expect("list");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].name, "web-1");
+
+    let mut webs = client
+        .discovery("relay")
+        .watch(&"app=web".parse().unwrap())
+        .await
+        .expect("watch");
+    match next(&mut webs, "init").await {
+        WatchEvent::Init { records, .. } => assert_eq!(records.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    let web2 = node("web-2", &address).await;
+    web2.discovery("relay")
+        .register(&record("web-2", "web"))
+        .await
+        .expect("registered");
+    match next(&mut webs, "web-2 put").await {
+        WatchEvent::Put { record, .. } => assert_eq!(record.name, "web-2"),
+        other => panic!("{other:?}"),
+    }
+    // web-2 goes away: its record goes with its connection.
+    web2.shutdown_within(Duration::from_millis(100)).await;
+    match next(&mut webs, "web-2 delete").await {
+        WatchEvent::Delete { name, .. } => assert_eq!(name, "web-2"),
+        other => panic!("{other:?}"),
+    }
+
+    // A node registers only itself.
+    let error = client
+        .discovery("relay")
+        .register(&record("web-1", "web"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, NodeError::Discovery { message, .. } if message.contains("only its own")),
+        "{error}"
+    );
+    webs.cancel().await.expect("cancel");
+    drop(web);
+}
+
+/// A relay binary serving discovery from etcd.
+struct RelayProcess {
+    child: Child,
+    address: String,
+}
+
+impl RelayProcess {
+    fn start(name: &str, etcd: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_atbus-relay"))
+            .env("ATBUS_RELAY_NAME", name)
+            .env("ATBUS_RELAY_LISTEN", "tcp://127.0.0.1:0")
+            .env("ATBUS_RELAY_ADMIN", "off")
+            .env("ATBUS_RELAY_TOKEN", TOKEN)
+            .env("ATBUS_RELAY_ETCD", etcd)
+            .env_remove("ATBUS_RELAY_CONFIG")
+            .env_remove("ATBUS_RELAY_PEERS")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the relay binary runs");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let address = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("listening on ").map(str::to_string))
+            .expect("the relay's address");
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        RelayProcess { child, address }
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_nodes_on_two_relays_watch_through_them_with_one_etcd_watcher_each() {
+    const NODES: usize = 200;
+    let etcd = EtcdServer::new().await;
+    let watchers = "etcd_debugging_mvcc_watcher_total";
+    let before = etcd
+        .wait_for_metric(watchers, Duration::from_secs(5), |_| true)
+        .await;
+    let relays = [
+        RelayProcess::start("relay-a", &etcd.endpoint()),
+        RelayProcess::start("relay-b", &etcd.endpoint()),
+    ];
+    let mut nodes = Vec::new();
+    for index in 0..NODES {
+        let (relay, name) = (&relays[index % 2], ["relay-a", "relay-b"][index % 2]);
+        let node = node(&format!("node-{index}"), &relay.address).await;
+        nodes.push((node, name));
+    }
+    // Every node registers and watches the others through its own relay.
+    let mut watches = Vec::new();
+    for (index, (node, relay)) in nodes.iter().enumerate() {
+        node.discovery(relay)
+            .register(&record(&format!("node-{index}"), "swarm"))
+            .await
+            .expect("registered");
+        let mut watch = node
+            .discovery(relay)
+            .watch(&"app=swarm".parse().unwrap())
+            .await
+            .expect("watch");
+        assert!(matches!(
+            next(&mut watch, "init").await,
+            WatchEvent::Init { .. }
+        ));
+        watches.push(watch);
+    }
+    // The last node's registration reaches a watcher on the other relay through etcd.
+    let late = node("late", &relays[1].address).await;
+    late.discovery("relay-b")
+        .register(&record("late", "swarm"))
+        .await
+        .expect("registered");
+    let mut first = watches.remove(0); // node-0, on relay-a
+    loop {
+        match next(&mut first, "late put").await {
+            WatchEvent::Put { record, .. } if record.name == "late" => break,
+            _ => continue,
+        }
+    }
+    let all = nodes[1]
+        .0
+        .discovery("relay-b")
+        .list(&"app=swarm".parse().unwrap())
+        .await
+        .expect("list");
+    assert_eq!(
+        all.len(),
+        NODES + 1,
+        "every node's record, from both relays"
+    );
+
+    let during = etcd
+        .wait_for_metric(watchers, Duration::from_secs(5), |v| v >= before + 2.0)
+        .await;
+    eprintln!("etcd watchers: {before} before the relays, {during} with {NODES} nodes watching");
+    assert_eq!(during, before + 2.0, "one etcd watcher per relay process");
+    for (node, _) in &nodes {
+        node.shutdown_within(Duration::from_millis(50)).await;
+    }
+}
