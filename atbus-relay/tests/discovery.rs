@@ -225,3 +225,103 @@ async fn two_hundred_nodes_on_two_relays_watch_through_them_with_one_etcd_watche
         node.shutdown_within(Duration::from_millis(50)).await;
     }
 }
+
+/// `node` answers every request with its own name.
+fn answer_with_name(node: &Node) {
+    let node = node.clone();
+    tokio::spawn(async move {
+        while let Some(request) = node.recv().await {
+            let _ = node.reply(&request, node.name().to_string()).await;
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_to_a_service_follow_the_policy() {
+    use atbus_discovery::policy::Policy;
+    use std::collections::BTreeMap;
+
+    let relay = Relay::builder()
+        .name("relay")
+        .listen("tcp://127.0.0.1:0")
+        .token(token())
+        .start()
+        .await
+        .expect("relay");
+    let address = relay.local_addresses()[0].to_string();
+    let client = node("client", &address).await;
+    let own = NodeRecord::new("client");
+    // Three instances; only echo-1 runs on the client's host.
+    let mut echoes = Vec::new();
+    for index in 0..3 {
+        let name = format!("echo-{index}");
+        let echo = node(&name, &address).await;
+        let mut record = record(&name, "echo");
+        if index != 1 {
+            record.host.hostname = "elsewhere".into();
+        }
+        echo.discovery("relay")
+            .register(&record)
+            .await
+            .expect("registered");
+        answer_with_name(&echo);
+        echoes.push(echo);
+    }
+    let services = client.services("relay", own);
+    let selector: atbus_discovery::Selector = "app=echo".parse().unwrap();
+    let ask = |policy: Policy| {
+        let services = services.clone();
+        let selector = selector.clone();
+        async move {
+            let reply = services
+                .request_to(&selector, &policy, "who?", Duration::from_secs(5))
+                .await
+                .expect("an answer");
+            String::from_utf8(reply.data.to_vec()).expect("a name")
+        }
+    };
+
+    let mut answered: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..30 {
+        *answered.entry(ask(Policy::RoundRobin).await).or_default() += 1;
+    }
+    assert_eq!(
+        answered.values().copied().collect::<Vec<_>>(),
+        [10, 10, 10],
+        "{answered:?}"
+    );
+    for _ in 0..5 {
+        assert_eq!(ask(Policy::Closest).await, "echo-1");
+        assert_eq!(ask(Policy::Named("echo-2".into())).await, "echo-2");
+    }
+    let hashed = ask(Policy::hashed("user-42")).await;
+    for _ in 0..5 {
+        assert_eq!(ask(Policy::hashed("user-42")).await, hashed);
+    }
+    // No instance of that name: a clear error, nothing sent.
+    let error = services
+        .send_to(&selector, &Policy::Named("echo-9".into()), "x")
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("no node matches"), "{error}");
+
+    // An instance that leaves is no longer chosen.
+    echoes[1].shutdown_within(Duration::from_millis(100)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while services
+        .candidates(&selector)
+        .await
+        .expect("candidates")
+        .len()
+        != 2
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "echo-1 still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..6 {
+        assert_ne!(ask(Policy::RoundRobin).await, "echo-1");
+    }
+}

@@ -55,6 +55,11 @@ impl Node {
 }
 
 impl RelayDiscovery {
+    /// The relay asked.
+    pub fn relay(&self) -> &str {
+        &self.relay
+    }
+
     /// Publishes `record` (whose name must be this node's) at the relay: it stays while this
     /// node is connected to the relay, and goes when the node's last connection to it does.
     pub async fn register(&self, record: &NodeRecord) -> Result<(), NodeError> {
