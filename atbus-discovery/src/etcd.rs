@@ -433,12 +433,32 @@ async fn follow(follow: Follow, mut next: u64) {
     let prefix = config.nodes_prefix();
     let mut backoff = Duration::from_millis(100);
     loop {
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(next as i64)
-            .with_progress_notify();
         let opened = {
             let _step = gate.read().await;
+            // etcd restarted without its data (a new cluster): its revisions start again below
+            // ours, and a watch from ours would wait for revisions that mean something else.
+            // Read everything again instead.
+            if let Ok(current) = client
+                .get(prefix.as_str(), Some(GetOptions::new().with_count_only()))
+                .await
+            {
+                let revision = current.header().map_or(0, |h| h.revision()) as u64;
+                if revision + 1 < next {
+                    tracing::warn!(
+                        revision,
+                        expected = next - 1,
+                        "etcd's revisions went back (its data was lost): reading everything again"
+                    );
+                    stats.full_reads.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(read) = read_all(&mut client, &config, &cache).await {
+                        next = read + 1;
+                    }
+                }
+            }
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(next as i64)
+                .with_progress_notify();
             client.watch(prefix.as_str(), Some(options)).await
         };
         match opened {

@@ -149,7 +149,8 @@ impl WatchCache {
                     .send(Arc::new(Change::Put(revision, Box::new(record))));
             }
         }
-        state.revision = state.revision.max(revision);
+        // A full read is the truth, even below the revision held (a store that lost its data).
+        state.revision = revision;
     }
 
     /// No more changes will come: subscribers end.

@@ -389,3 +389,88 @@ async fn many_subscribers_in_a_process_share_one_etcd_watcher() {
         .await;
     assert_eq!(during, before + 1.0, "one etcd watcher for 50 subscribers");
 }
+
+#[tokio::test]
+async fn after_etcd_loses_its_data_nodes_register_again_and_the_watch_catches_up() {
+    let mut etcd = EtcdServer::new().await;
+    let registry = EtcdRegistry::connect(config(&etcd)).await.unwrap();
+    let mut all = registry.watch(Selector::everything()).await.unwrap();
+    next(&mut all, Duration::from_secs(1), "init").await;
+    let mut node = registry.register(record("node-a", "web")).await.unwrap();
+    let mut client = etcd.client().await;
+    // Revisions well above what the new store will reach soon.
+    for round in 0..20 {
+        client
+            .put(
+                format!("{PREFIX}/nodes/busy"),
+                record("busy", &format!("v{round}")).to_json(),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    client
+        .delete(format!("{PREFIX}/nodes/busy"), None)
+        .await
+        .unwrap();
+    loop {
+        let event = next(&mut all, Duration::from_secs(2), "the busy changes").await;
+        if matches!(&event, WatchEvent::Delete { name, .. } if name == "busy") {
+            break;
+        }
+    }
+
+    // etcd comes back empty (a new cluster on the same address).
+    let pause = registry.pause_watch().await;
+    etcd.stop();
+    std::fs::remove_dir_all(etcd.data_dir()).unwrap();
+    etcd.start().await;
+    let mut client = etcd.client().await;
+    client
+        .put(
+            format!("{PREFIX}/nodes/x"),
+            record("x", "db").to_json(),
+            None,
+        )
+        .await
+        .unwrap();
+    drop(pause);
+
+    // The node's record comes back under a new lease, and the watch reports x.
+    let mut seen_x = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !seen_x || registry.get("node-a").await.unwrap().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "x seen: {seen_x}; node-a listed: {}",
+            registry.get("node-a").await.unwrap().is_some()
+        );
+        if let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(200), all.next()).await
+        {
+            if matches!(&event, WatchEvent::Put { record, .. } if record.name == "x") {
+                seen_x = true;
+            }
+        }
+    }
+    let stored = client
+        .get(format!("{PREFIX}/nodes/node-a"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.kvs().len(),
+        1,
+        "node-a registered again in the new store"
+    );
+    while node.state() != RegistrationState::Registered {
+        tokio::time::timeout(Duration::from_secs(5), node.changed())
+            .await
+            .expect("registered again");
+    }
+    assert!(
+        registry
+            .stats()
+            .full_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+}
