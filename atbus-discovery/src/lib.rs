@@ -27,6 +27,7 @@
 #[cfg(feature = "etcd")]
 mod etcd;
 mod memory;
+pub mod path;
 pub mod policy;
 pub mod record;
 mod registry;

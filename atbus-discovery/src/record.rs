@@ -41,6 +41,10 @@ pub struct NodeRecord {
     pub host: HostInfo,
     /// Namespace, kind, labels and annotations.
     pub metadata: Metadata,
+    /// The node's own addresses: `mem://` (for its process), `unix://` (for its host) and its
+    /// internal `tcp://`, `udp://`... (for its namespace); see [`path_to`](crate::path::path_to).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
     /// Entry points for nodes outside the namespace, tried by priority.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<Gateway>,
@@ -125,6 +129,14 @@ pub enum RecordError {
         /// The address as given.
         address: String,
     },
+    /// An address of the node's own is not `scheme://...`.
+    #[error("addresses[{index}]: {address:?} is not scheme://address")]
+    Address {
+        /// Index of the address.
+        index: usize,
+        /// The address as given.
+        address: String,
+    },
     /// A token digest is not 64 lowercase hex characters (a token in clear, perhaps).
     #[error(
         "token_digests[{index}]: not a SHA-256 digest in hex (put token_digest(token) there, never the token)"
@@ -170,6 +182,17 @@ impl NodeRecord {
         for key in self.metadata.annotations.keys() {
             crate::validate::validate_label_key(key)
                 .map_err(|error| error.at(format!("metadata.annotations[{key:?}]")))?;
+        }
+        for (index, address) in self.addresses.iter().enumerate() {
+            let scheme = address.split_once("://").map(|(scheme, _)| scheme);
+            if !scheme
+                .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric()))
+            {
+                return Err(RecordError::Address {
+                    index,
+                    address: address.clone(),
+                });
+            }
         }
         for (gateway, entry) in self.gateways.iter().enumerate() {
             for address in &entry.addresses {

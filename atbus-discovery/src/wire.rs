@@ -14,6 +14,7 @@ impl From<&NodeRecord> for pb::NodeRecord {
             version: record.version.clone(),
             custom_data: record.custom_data.clone(),
             token_digests: record.token_digests.clone(),
+            addresses: record.addresses.clone(),
             host: Some(pb::HostInfo {
                 hostname: record.host.hostname.clone(),
                 pid: record.host.pid,
@@ -56,6 +57,7 @@ impl From<pb::NodeRecord> for NodeRecord {
             version: record.version,
             custom_data: record.custom_data,
             token_digests: record.token_digests,
+            addresses: record.addresses,
             host: HostInfo {
                 hostname: host.hostname,
                 pid: host.pid,
@@ -130,6 +132,7 @@ mod tests {
     fn a_full_record_survives_the_wire() {
         let mut record = NodeRecord::new("echo-1");
         record.custom_data = "x".into();
+        record.addresses = vec!["unix:///run/echo.sock".into()];
         record.token_digests.push(crate::token_digest(b"secret"));
         record.metadata.namespace = "prod".into();
         record.metadata.kind = "echo".into();

@@ -1,7 +1,8 @@
 //! The relay's admin HTTP side: health and readiness for orchestrators, Prometheus metrics, JSON
 //! views of the nodes, connections and routes, and a watch of the nodes as server-sent events
 //! (`/v1/nodes?watch=1&heartbeat=N`: `init` with the full list and id 1, then `update` and
-//! `delete` with increasing ids, and `heartbeat` with id 0 every N seconds, as in the Lainlet seed).
+//! `delete` with increasing ids, and `heartbeat` with id 0 every N seconds, as in the Lainlet seed),
+//! and of the discovery records (`/v1/records`, see `admin_records.rs`).
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -28,6 +29,8 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub(crate) struct Admin {
     pub node: Node,
+    /// The registry discovery is served from (`/v1/records`).
+    pub registry: Arc<dyn atbus_discovery::Registry>,
     /// False once the relay shuts down: `/readyz` answers 503.
     pub ready: Arc<AtomicBool>,
 }
@@ -41,6 +44,7 @@ pub(crate) async fn serve(listener: TcpListener, admin: Admin, mut stop: watch::
         .route("/v1/nodes", get(nodes))
         .route("/v1/connections", get(connections))
         .route("/v1/routes", get(routes))
+        .route("/v1/records", get(crate::admin_records::records))
         .with_state(admin);
     let shutdown = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;

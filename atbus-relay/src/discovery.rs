@@ -58,8 +58,9 @@ impl DiscoveryService {
 
     async fn serve(self: Arc<Self>) {
         while let Some(message) = self.node.recv().await {
-            if message.request_id().is_none() {
-                tracing::debug!(source = %message.source, "a message to the relay that is not a request");
+            let command = atbus_proto::protocol::AtbusPacketType::Command as i32;
+            if message.request_id().is_none() || message.meta.packet_type != command {
+                tracing::debug!(source = %message.source, "a message to the relay that is not a discovery command");
                 continue;
             }
             let service = Arc::clone(&self);

@@ -41,6 +41,7 @@
 //! `/v1/connections`, `/v1/routes` and `/v1/nodes?watch=1&heartbeat=N` (server-sent events).
 
 mod admin;
+mod admin_records;
 pub mod config;
 mod discovery;
 mod relay;

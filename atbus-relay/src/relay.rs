@@ -194,6 +194,7 @@ impl RelayBuilder {
             admin_address = listener.local_addr().ok();
             let admin = Admin {
                 node: node.clone(),
+                registry: Arc::clone(&registry),
                 ready: ready.clone(),
             };
             tokio::spawn(admin::serve(listener, admin, stop_rx));

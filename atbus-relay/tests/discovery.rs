@@ -325,3 +325,91 @@ async fn requests_to_a_service_follow_the_policy() {
         assert_ne!(ask(Policy::RoundRobin).await, "echo-1");
     }
 }
+
+/// A GET over plain HTTP/1.1: the status and the body.
+async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a header");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status");
+    (status, body.to_string())
+}
+
+/// Reads the server-sent events stream until it holds `wanted`; returns all read so far.
+async fn read_until(stream: &mut tokio::net::TcpStream, seen: &mut String, wanted: &str) {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut buffer = [0u8; 4096];
+    while !seen.contains(wanted) {
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut buffer))
+            .await
+            .unwrap_or_else(|_| panic!("no {wanted:?} in the watch within 10 s:\n{seen}"))
+            .expect("read");
+        assert!(read > 0, "the watch ended before {wanted:?}:\n{seen}");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_side_lists_and_watches_the_discovery_records() {
+    use tokio::io::AsyncWriteExt;
+    let relay = Relay::builder()
+        .name("relay")
+        .listen("tcp://127.0.0.1:0")
+        .token(token())
+        .admin("127.0.0.1:0")
+        .start()
+        .await
+        .expect("relay");
+    let admin = relay.admin_address().expect("admin");
+    let address = relay.local_addresses()[0].to_string();
+    let web = node("web-1", &address).await;
+    web.discovery("relay")
+        .register(&record("web-1", "web"))
+        .await
+        .expect("registered");
+
+    let (status, body) = http_get(admin, "/v1/records?selector=app%3Dweb").await;
+    assert_eq!(status, 200, "{body}");
+    let records: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(records[0]["name"], "web-1");
+    assert_eq!(records[0]["metadata"]["labels"]["app"], "web");
+    let (status, body) = http_get(admin, "/v1/records?selector=app%20in").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("selector"), "{body}");
+
+    let mut watch = tokio::net::TcpStream::connect(admin)
+        .await
+        .expect("connect");
+    watch
+        .write_all(
+            b"GET /v1/records?watch=1&heartbeat=1&selector=app%3Dweb HTTP/1.1\r\nHost: admin\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    let mut seen = String::new();
+    read_until(&mut watch, &mut seen, "event: init").await;
+    read_until(&mut watch, &mut seen, "web-1").await;
+    let web2 = node("web-2", &address).await;
+    web2.discovery("relay")
+        .register(&record("web-2", "web"))
+        .await
+        .expect("registered");
+    read_until(&mut watch, &mut seen, "event: update").await;
+    read_until(&mut watch, &mut seen, "\"web-2\"").await;
+    web2.shutdown_within(Duration::from_millis(100)).await;
+    read_until(&mut watch, &mut seen, "event: delete").await;
+    read_until(&mut watch, &mut seen, "event: heartbeat").await;
+    assert!(seen.contains("id: 1\n"), "{seen}");
+    assert!(seen.contains("id: 0\n"), "{seen}");
+}

@@ -238,7 +238,9 @@ impl Endpoint {
         let mut moved = Vec::new();
         for (name, peer) in self.peers.iter_mut() {
             if peer.ack_connection == Some(connection) {
+                // Its acknowledgement may go on another connection now.
                 peer.ack_connection = None;
+                moved.push(name.clone());
             }
             for stream in peer.send.values_mut() {
                 let lost = stream.on_connection_lost(connection);

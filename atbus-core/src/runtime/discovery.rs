@@ -1,5 +1,6 @@
 //! Discovery through a relay, from the node's side: register this node's record with its relay,
-//! and list or watch records by label selector there (`atbus_discovery.proto`). The relay answers
+//! and list or watch records by label selector there (`atbus_discovery.proto`, in requests of
+//! packet type COMMAND). The relay answers
 //! from its registry, so etcd carries one watcher per relay rather than one per node.
 
 use std::collections::VecDeque;
@@ -105,9 +106,15 @@ impl RelayDiscovery {
     /// Sends `op` and returns the relay's reply, or its error.
     async fn ask(&self, op: Op, timeout: Duration) -> Result<pb::DiscoveryReply, NodeError> {
         let request = pb::DiscoveryRequest { op: Some(op) };
+        let command = atbus_proto::protocol::AtbusPacketType::Command as i32;
         let reply = self
             .node
-            .request(&self.relay, request.encode_to_vec(), timeout)
+            .request_typed(
+                &self.relay,
+                request.encode_to_vec().into(),
+                timeout,
+                command,
+            )
             .await?;
         let reply =
             pb::DiscoveryReply::decode(reply.data).map_err(|error| NodeError::Discovery {

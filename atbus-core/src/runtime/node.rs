@@ -363,6 +363,18 @@ impl Node {
         data: impl Into<Bytes>,
         timeout: Duration,
     ) -> Result<Message, NodeError> {
+        self.request_typed(peer, data.into(), timeout, 0).await
+    }
+
+    /// [`request`](Self::request) with the packet type `packet_type` (the bus's own requests,
+    /// such as discovery, are COMMAND packets).
+    pub(crate) async fn request_typed(
+        &self,
+        peer: &str,
+        data: Bytes,
+        timeout: Duration,
+        packet_type: i32,
+    ) -> Result<Message, NodeError> {
         let (sender, receiver) = oneshot::channel();
         let id = {
             let mut state = self.inner.shared.lock();
@@ -371,6 +383,7 @@ impl Node {
             id
         };
         let meta = MessageMeta {
+            packet_type,
             options: Some(PacketOptions {
                 request_id: id as i64,
                 ..Default::default()
@@ -380,11 +393,8 @@ impl Node {
         let forget = || {
             self.inner.shared.lock().requests.remove(&id);
         };
-        let sent = tokio::time::timeout(
-            timeout,
-            self.send_on(peer, DEFAULT_STREAM, data.into(), meta),
-        )
-        .await;
+        let sent =
+            tokio::time::timeout(timeout, self.send_on(peer, DEFAULT_STREAM, data, meta)).await;
         match sent {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
@@ -412,7 +422,8 @@ impl Node {
         }
     }
 
-    /// Answers `request` (a message with a [`request_id`](Message::request_id)) with `data`.
+    /// Answers `request` (a message with a [`request_id`](Message::request_id)) with `data`, of
+    /// the request's packet type.
     pub async fn reply(&self, request: &Message, data: impl Into<Bytes>) -> Result<(), NodeError> {
         let Some(id) = request.request_id() else {
             return Err(NodeError::Config(format!(
@@ -421,6 +432,7 @@ impl Node {
             )));
         };
         let meta = MessageMeta {
+            packet_type: request.meta.packet_type,
             options: Some(PacketOptions {
                 reply_to: id as i64,
                 ..Default::default()

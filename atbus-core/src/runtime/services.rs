@@ -4,13 +4,15 @@
 //!
 //! Each selector used is watched once through the relay (a [`RelayWatch`]) and its candidates kept
 //! up to date in the background; the first send on a selector waits for the watch's snapshot.
-//! A candidate with a gateway that matches this node (its host, its labels) is dialed there on
-//! demand, lowest priority first; the others are reached through the relay (DESIGN.md section 4).
+//! The chosen node is dialed on demand where its record says is closest
+//! ([`path_to`]: memory, unix socket, internal address, matching gateway); until that connection
+//! is up, and when there is none, frames go through the relay (DESIGN.md section 4).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use atbus_discovery::path::{Path, path_to};
 use atbus_discovery::policy::{Chooser, Locality, Policy};
 use atbus_discovery::{NodeRecord, Selector, WatchEvent};
 use bytes::Bytes;
@@ -25,7 +27,7 @@ pub struct Services {
     node: Node,
     discovery: RelayDiscovery,
     me: Locality,
-    /// This node's labels and host, for matching gateways.
+    /// This node's record: its namespace, host and labels decide the path to a target.
     own: NodeRecord,
     targets: Arc<Mutex<HashMap<String, Target>>>,
 }
@@ -123,35 +125,23 @@ impl Services {
                 message: format!("no node matches {selector:?} for {policy:?}"),
             });
         };
-        if let Some(addresses) = self.gateway_for(&chosen) {
+        if let Some(addresses) = self.direct_path(&chosen) {
             // Dialed at the first send; until it is up, frames go through the relay.
             let _ = self.node.add_peer_on_demand(&chosen.name, addresses);
         }
         Ok(chosen.name)
     }
 
-    /// The addresses of `record`'s best gateway for this node: the lowest priority among those
-    /// whose host and labels match.
-    fn gateway_for(&self, record: &NodeRecord) -> Option<Vec<String>> {
+    /// Where to dial `record` directly, if its record offers a way closer than the relay and
+    /// this node is not connected to it already.
+    fn direct_path(&self, record: &NodeRecord) -> Option<Vec<String>> {
         if self.node.reachable_peers().contains(&record.name) {
             return None;
         }
-        record
-            .gateways
-            .iter()
-            .filter(|gateway| {
-                gateway
-                    .match_host
-                    .as_ref()
-                    .is_none_or(|host| *host == self.own.host.hostname)
-                    && gateway
-                        .match_labels
-                        .iter()
-                        .all(|(key, value)| self.own.metadata.labels.get(key) == Some(value))
-            })
-            .min_by_key(|gateway| gateway.priority)
-            .map(|gateway| gateway.addresses.clone())
-            .filter(|addresses| !addresses.is_empty())
+        match path_to(&self.own, record) {
+            Path::Direct(addresses) => Some(addresses),
+            Path::Relay => None,
+        }
     }
 
     /// The receiver of `selector`'s candidates, starting the watch the first time.
