@@ -368,10 +368,12 @@ async fn killing_the_relay_mid_stream_moves_both_nodes_to_the_other_and_loses_no
     let second = RelayProcess::start_named("relay-2", "tcp://127.0.0.1:0", Some(TOKEN));
     // Small windows: the sender cannot run far ahead of what bob has read, so data is in flight
     // through relay-1 when it dies (with the default 64 MiB, all 3 MB could be delivered first).
-    let mut engine = atbus_core::engine::EngineConfig::default();
-    engine.max_message_size = 16 * 1024;
-    engine.stream_receive_window = 64 * 1024;
-    engine.initial_window = 64 * 1024;
+    let engine = atbus_core::engine::EngineConfig {
+        max_message_size: 16 * 1024,
+        stream_receive_window: 64 * 1024,
+        initial_window: 64 * 1024,
+        ..Default::default()
+    };
     let both = |name: &'static str| {
         Node::builder()
             .name(name)
