@@ -204,11 +204,15 @@ impl EtcdRegistry {
     }
 
     fn check_delegate(&self, caller: &str) -> Result<(), RegistryError> {
-        match self.shared.config.delegates.contains(caller) {
-            true => Ok(()),
-            false => Err(RegistryError::PermissionDenied {
-                caller: caller.to_string(),
-            }),
+        crate::registry::check_delegate(&self.shared.config.delegates, caller)
+    }
+
+    /// Waits (at most 2 s) until the cache has seen `revision`: what this process wrote is then
+    /// what `get`, `list` and the watches show.
+    async fn caught_up(&self, revision: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.shared.cache.revision() < revision && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -220,10 +224,7 @@ impl EtcdRegistry {
         let ttl = self.shared.config.lease_ttl.as_secs().max(1) as i64;
         let (lease, revision) = put_new(&mut client, &key, &value, ttl).await?;
         // Read your writes: the cache has the record before `register` returns.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while self.shared.cache.revision() < revision && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        self.caught_up(revision).await;
         let (stop, stopped) = oneshot::channel();
         let (state_tx, state) = watch::channel(RegistrationState::Registered);
         let keeper = Keeper {
@@ -564,11 +565,7 @@ impl Registry for EtcdRegistry {
             let mut client = self.shared.client.clone();
             let deleted = client.delete(key, None).await.map_err(backend)?;
             let revision = deleted.header().map_or(0, |h| h.revision()) as u64;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-            while self.shared.cache.revision() < revision && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            self.caught_up(revision).await;
             Ok(deleted.deleted() > 0)
         })
     }

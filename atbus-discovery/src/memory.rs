@@ -100,12 +100,7 @@ impl MemoryRegistry {
     }
 
     fn check_delegate(&self, caller: &str) -> Result<(), RegistryError> {
-        match self.inner.delegates.contains(caller) {
-            true => Ok(()),
-            false => Err(RegistryError::PermissionDenied {
-                caller: caller.to_string(),
-            }),
-        }
+        crate::registry::check_delegate(&self.inner.delegates, caller)
     }
 }
 

@@ -85,6 +85,19 @@ pub enum RegistryError {
     Closed,
 }
 
+/// Refuses `caller` unless it is one of `delegates` (who may register and unregister others).
+pub(crate) fn check_delegate(
+    delegates: &std::collections::BTreeSet<String>,
+    caller: &str,
+) -> Result<(), RegistryError> {
+    match delegates.contains(caller) {
+        true => Ok(()),
+        false => Err(RegistryError::PermissionDenied {
+            caller: caller.to_string(),
+        }),
+    }
+}
+
 /// Where a registration stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistrationState {
