@@ -557,8 +557,9 @@ async fn a_consumer_that_stops_reading_does_not_slow_another_consumer() {
     timed_transfer(&producer, &reading, 500).await;
     // Each side of the comparison is the best of three runs: the machine is shared (other
     // tests, other processes), and the best run is the one least disturbed.
+    // Best of 5 each: the machines are shared, and one slow run says nothing about the relay.
     let mut alone = Duration::MAX;
-    for _ in 0..3 {
+    for _ in 0..5 {
         alone = alone.min(timed_transfer(&producer, &reading, 4000).await);
     }
 
@@ -595,7 +596,7 @@ async fn a_consumer_that_stops_reading_does_not_slow_another_consumer() {
         stopped.stats()
     );
     let mut with_stopped = Duration::MAX;
-    for _ in 0..3 {
+    for _ in 0..5 {
         with_stopped = with_stopped.min(timed_transfer(&producer, &reading, 4000).await);
     }
     eprintln!("alone {alone:?}, beside a stopped consumer {with_stopped:?}");
