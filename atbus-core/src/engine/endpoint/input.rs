@@ -258,11 +258,8 @@ impl Endpoint {
                 state.peer.clone()
             }
         };
+        self.wake_peer(&peer_name);
         let routed = peer_name != self.connections[&connection].peer;
-        // `handle_input` wakes the connection's own peer; a relayed originator is woken here.
-        if routed {
-            self.wake_peer(&peer_name);
-        }
         let routes = packet.stream_id == ROUTES_STREAM;
         let budget = self.config.peer_receive_budget;
         let window = self.config.stream_receive_window;
@@ -407,14 +404,7 @@ impl Endpoint {
                 (state.peer.clone(), state.rtt.loss_delay())
             }
         };
-        // `handle_input` wakes the connection's own peer; a relayed originator is woken here.
-        if self
-            .connections
-            .get(&connection)
-            .is_some_and(|c| c.peer != peer_name)
-        {
-            self.wake_peer(&peer_name);
-        }
+        self.wake_peer(&peer_name);
         let Some(peer) = self.peers.get_mut(&peer_name) else {
             return;
         };
