@@ -1,6 +1,37 @@
-//! The atbus-rs network control plane.
+//! The atbus-rs network control plane (DESIGN.md section 7): the `network-manager` service and
+//! its agent and CLI, reaching each other through a relay.
 //!
-//! This crate will hold the `network-manager` service and its agent and CLI: bootstrap tokens
-//! with an expiry, node registration returning a node token, a stable IP from the network's CIDR
-//! and two certificate sets, several networks keyed by a net token, SQLite or etcd storage, all
-//! reached as request/reply services over the bus (see `DESIGN.md` section 7). It has no code yet.
+//! - Bootstrap tokens with an expiry, stored hashed, swept every minute, optionally single-use.
+//! - Registration: a bootstrap token (and a net token) gets a unique node token, a stable address
+//!   of the network and two certificate sets (control plane and data plane, each from its own
+//!   CA), in one reply.
+//! - Several networks, each keyed by a net token with its own IPv4 or IPv6 range.
+//! - When a network is full, the binding of the node that is not connected and changed least
+//!   recently is reclaimed; connected nodes are never robbed.
+//! - Storage: SQLite (embedded default) or etcd (several replicas; allocation is a
+//!   compare-and-swap on the address key).
+
+pub mod agent;
+pub mod certs;
+pub mod cidr;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod manager;
+pub mod pool;
+pub mod presence;
+pub mod records;
+pub mod service;
+pub mod store;
+pub mod token;
+
+/// The request and reply messages of `proto/network_ctl.proto`.
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/atbus.network_ctl.rs"));
+}
+
+pub use error::ControlError;
+pub use records::{AuthorityPem, Binding, BootstrapToken, Network, NodeState, Plane};
+pub use store::{NetworkStatus, SqliteStore, Store};
