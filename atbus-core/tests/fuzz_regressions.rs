@@ -367,8 +367,8 @@ fn from_relay(originator: &str, body: Body) -> Bytes {
             source: "r".into(),
             destination: "b".into(),
             forward_for_source: originator.into(),
-            forward_for_connection_id: 0,
             hop_count: 1,
+            ..Default::default()
         }),
         body: Some(body),
     };

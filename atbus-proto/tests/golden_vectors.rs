@@ -168,7 +168,7 @@ fn vectors() -> Vec<(&'static str, FrameMessage)> {
                     destination: "node-b".into(),
                     forward_for_source: "node-a".into(),
                     forward_for_connection_id: 42,
-                    hop_count: 0,
+                    ..Default::default()
                 }),
                 3,
                 128,

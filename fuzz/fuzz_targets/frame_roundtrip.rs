@@ -78,6 +78,8 @@ fn head(u: &mut Unstructured) -> Result<MessageHead> {
         forward_for_source: string(u)?,
         forward_for_connection_id: int64(u)?,
         hop_count: u.arbitrary()?,
+        source_instance: u.arbitrary()?,
+        destination_instance: u.arbitrary()?,
     })
 }
 

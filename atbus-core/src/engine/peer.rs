@@ -56,8 +56,15 @@ pub(crate) struct Peer {
     pub next_stream: i64,
     /// Whether PeerReachable was the last reachability event.
     pub reachable: bool,
-    /// The peer's instance, as its last handshake gave it: a new one means it restarted.
+    /// The peer's instance, as its last handshake gave it (or, through relays, its 4-byte tag):
+    /// a new one means it restarted.
     pub instance: Option<Bytes>,
+    /// Tags of the peer's earlier instances: frames relayed from them are dropped.
+    pub retired_instances: Vec<u32>,
+    /// The peer sent through a relay to an earlier instance of this node: the next transmit to
+    /// it carries an acknowledgement, empty if need be, stamped with this instance's tag, so it
+    /// learns of the restart and starts its streams over.
+    pub announce_instance: bool,
     /// The relay the peer's forwarded frames last came through: without a direct connection,
     /// frames to the peer go there first.
     pub via: Option<String>,

@@ -68,6 +68,9 @@ pub struct EngineStats {
     pub auth_failures: BTreeMap<AuthFailure, u64>,
     /// Peers whose handshake showed they had restarted (their streams started over).
     pub peer_restarts: u64,
+    /// Frames that came through relays from an earlier instance of their source, or for an
+    /// earlier instance of this node: dropped.
+    pub stale_instance_frames: u64,
     /// Relays: frames forwarded to another node.
     pub frames_forwarded: u64,
     /// Relays: frames not forwarded, by reason (`no_route`, `queue_full`, `too_large`).

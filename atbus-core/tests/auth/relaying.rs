@@ -504,3 +504,126 @@ fn a_relay_set_to_disconnect_closes_a_slow_consumer_only() {
         Some(&1)
     );
 }
+
+/// A relay and nodes `a` and `b` on it, returning the link of `b`.
+fn relayed_with_link() -> (
+    World,
+    NodeIndex,
+    NodeIndex,
+    NodeIndex,
+    atbus_core::sim::Link,
+) {
+    let mut world = World::new(17);
+    let shared = token(9);
+    let relay = world.add(
+        "relay",
+        AuthConfig {
+            relay: true,
+            ..accepting([shared.clone()])
+        },
+    );
+    let a = world.add("a", Default::default());
+    world.connect(
+        a,
+        relay,
+        datagram(5),
+        ConnectOptions::new("relay", Credential::Token(shared.clone())),
+    );
+    let b = world.add("b", Default::default());
+    let link = world.connect(
+        b,
+        relay,
+        datagram(5),
+        ConnectOptions::new("relay", Credential::Token(shared)),
+    );
+    world.run_for(Duration::from_millis(100));
+    (world, relay, a, b, link)
+}
+
+fn send_range(world: &mut World, from: NodeIndex, to: &str, range: std::ops::Range<usize>) {
+    for index in range {
+        world
+            .node_mut(from)
+            .endpoint
+            .send(to, 1, message(index), MessageMeta::default())
+            .expect("queued");
+    }
+    world.net.poll_node(from);
+}
+
+/// The indices of `got`, which must all be messages of [`message`], in order.
+fn indices(got: &[Bytes]) -> Vec<usize> {
+    got.iter()
+        .map(|data| {
+            (0..100)
+                .find(|&i| *data == message(i))
+                .unwrap_or_else(|| panic!("not a message: {data:?}"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_node_restarting_behind_the_relay_gets_streams_from_offset_zero_even_from_a_one_way_sender() {
+    let (mut world, relay, a, first_b, link) = relayed_with_link();
+    send_range(&mut world, a, "b", 0..5);
+    world.run_for(Duration::from_millis(200));
+    assert_eq!(world.node(first_b).messages_from("a").len(), 5);
+
+    // b dies in the middle of the next burst; a new b (a new instance) connects to the relay.
+    // b never sends a anything but acknowledgements: a learns of the restart only because the
+    // new b refuses frames meant for its predecessor and says so.
+    send_range(&mut world, a, "b", 5..40);
+    world.run_for(Duration::from_millis(3));
+    world.net.kill(link, false);
+    let b = world.add("b", Default::default());
+    world.connect(
+        b,
+        relay,
+        datagram(5),
+        ConnectOptions {
+            resume: false,
+            ..ConnectOptions::new("relay", Credential::Token(token(9)))
+        },
+    );
+    world.run_for(Duration::from_millis(500));
+    send_range(&mut world, a, "b", 40..50);
+    world.run_for(Duration::from_secs(5));
+
+    assert!(
+        world
+            .node(a)
+            .events
+            .contains(&Event::PeerRestarted { peer: "b".into() }),
+        "a noticed b's restart through the relay"
+    );
+    assert_eq!(world.node(a).endpoint.stats().peer_restarts, 1);
+    let got = indices(&world.node(b).messages_from("a"));
+    let (&first, &last) = (
+        got.first().expect("the new b got data"),
+        got.last().unwrap(),
+    );
+    assert!(
+        first >= 5,
+        "nothing the old b acknowledged comes again: {got:?}"
+    );
+    assert_eq!(
+        got,
+        (first..=last).collect::<Vec<_>>(),
+        "in order, no gap, no stale offsets"
+    );
+    assert_eq!(last, 49);
+    assert_eq!(world.node(a).endpoint.unacknowledged(), 0);
+
+    // The new b talks back: a takes it as b's.
+    world
+        .node_mut(b)
+        .endpoint
+        .send("a", 1, Bytes::from_static(b"back"), MessageMeta::default())
+        .expect("queued");
+    world.net.poll_node(b);
+    world.run_for(Duration::from_millis(300));
+    assert_eq!(
+        world.node(a).messages_from("b").last().unwrap(),
+        &Bytes::from_static(b"back")
+    );
+}

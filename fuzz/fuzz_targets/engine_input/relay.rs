@@ -266,6 +266,8 @@ impl Harness {
             forward_for_source,
             forward_for_connection_id,
             hop_count,
+            // Tags only as the engine stamps them (the frames it sends, forwarded below).
+            ..Default::default()
         }))
     }
 
@@ -345,6 +347,8 @@ impl Harness {
                 forward_for_source,
                 forward_for_connection_id: connection.0 as i64,
                 hop_count: head.hop_count + 1,
+                source_instance: head.source_instance,
+                destination_instance: head.destination_instance,
             }),
             body: frame.body.clone(),
         };

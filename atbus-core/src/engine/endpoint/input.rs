@@ -174,6 +174,7 @@ impl Endpoint {
         }
         // A frame a relay forwarded belongs to the node it names (`authorize` let only relays
         // set the name).
+        let tags = (head.source_instance, head.destination_instance);
         let originator = (!head.forward_for_source.is_empty()).then_some(head.forward_for_source);
         let Some(state) = self.connections.get_mut(&connection) else {
             return;
@@ -186,8 +187,18 @@ impl Endpoint {
         }
         state.last_received = now;
         self.stats.frames_received += 1;
+        if let Some(originator) = &originator {
+            let data = matches!(frame.body, Some(Body::Packet(_) | Body::Acknowledge(_)));
+            if data && !self.admit_relayed(originator, tags, connection) {
+                return;
+            }
+        }
         match frame.body {
-            Some(Body::Ping(ping)) => state.owe_pong(ping),
+            Some(Body::Ping(ping)) => {
+                if let Some(state) = self.connections.get_mut(&connection) {
+                    state.owe_pong(ping);
+                }
+            }
             Some(Body::Pong(pong)) => self.handle_pong(now, connection, pong),
             Some(Body::Packet(packet)) => self.handle_packet(now, connection, originator, packet),
             Some(Body::Acknowledge(ack)) => self.handle_ack(now, connection, originator, ack),

@@ -90,7 +90,9 @@ impl Endpoint {
             return true;
         }
         self.peers.get(&state.peer).is_some_and(|peer| {
-            !peer.ack_pending.is_empty() || peer.send.values().any(SendStream::is_active)
+            !peer.ack_pending.is_empty()
+                || peer.announce_instance
+                || peer.send.values().any(SendStream::is_active)
         })
     }
 
@@ -109,6 +111,20 @@ impl Endpoint {
             destination: peer.to_string(),
             ..Default::default()
         })
+    }
+
+    /// The head of stream data and acknowledgements to `peer` on connection `id`: through a
+    /// relay, stamped with the instance tags (protocol.md 5.9).
+    fn data_head(&self, id: ConnectionId, peer: &str) -> Option<MessageHead> {
+        let mut head = self.head(peer)?;
+        let relayed = self
+            .connections
+            .get(&id)
+            .is_some_and(|connection| connection.peer != peer);
+        if relayed {
+            self.stamp_instances(&mut head, peer);
+        }
+        Some(head)
     }
 
     /// Appends `frame` to `out` if it fits within `mtu`.
@@ -337,7 +353,8 @@ impl Endpoint {
         if let Some(peer) = self.peers.get(target) {
             let ack_here = peer.ack_connection.is_none_or(|conn| conn == id);
             let due = peer.ack_now || peer.ack_deadline.is_some_and(|at| at <= now);
-            if ack_here && !peer.ack_pending.is_empty() && (due || sends_data) {
+            let acks = !peer.ack_pending.is_empty() && (due || sends_data);
+            if ack_here && (acks || peer.announce_instance) {
                 self.push_ack(now, id, target, out, mtu);
             }
         }
@@ -374,7 +391,7 @@ impl Endpoint {
         let budget = self.config.peer_receive_budget;
         let stream_window = self.config.stream_receive_window;
         let mut windows = Vec::new();
-        let head = self.head(peer_name);
+        let head = self.data_head(id, peer_name);
         let Some(peer) = self.peers.get_mut(peer_name) else {
             return;
         };
@@ -451,7 +468,8 @@ impl Endpoint {
             peer.ack_deadline = None;
             peer.packets_since_ack = 0;
         }
-        if ack.acknowledge.is_empty() {
+        let announce = std::mem::take(&mut peer.announce_instance);
+        if ack.acknowledge.is_empty() && !announce {
             return;
         }
         let frame = FrameMessage {
@@ -485,7 +503,7 @@ impl Endpoint {
         rto: Duration,
         data: bool,
     ) {
-        let head = self.head(peer_name);
+        let head = self.data_head(id, peer_name);
         let timepoint = self.timepoint(now);
         let Some(peer) = self.peers.get_mut(peer_name) else {
             return;

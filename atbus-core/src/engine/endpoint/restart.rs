@@ -1,9 +1,10 @@
-//! A peer that restarted: its handshake brings a new instance, everything it had received is
-//! gone, and the streams to it start over from offset 0. What it had not acknowledged is sent
+//! A peer that restarted: its handshake brings a new instance (or, behind a relay, its frames
+//! a new instance tag: protocol.md 5.9), everything it had received is gone, and the streams to
+//! it start over from offset 0. What it had not acknowledged is sent
 //! again (at least once: a message the old instance took but did not acknowledge arrives twice);
 //! what it had sent us and we had whole stays readable; its unfinished messages are dropped.
 
-use atbus_proto::protocol::{AtbusCloseReason, CloseReasonData};
+use atbus_proto::protocol::{AtbusCloseReason, CloseReasonData, MessageHead};
 use bytes::Bytes;
 
 use super::Endpoint;
@@ -11,7 +12,77 @@ use crate::engine::event::Event;
 use crate::engine::reassembly::Reassembler;
 use crate::engine::transmit::ConnectionId;
 
+/// How many earlier instances of a peer are remembered, to drop their late relayed frames.
+const RETIRED_INSTANCES: usize = 8;
+
+/// The 4-byte tag of an instance that relayed frames carry: its first 4 bytes, little-endian,
+/// never 0 (0 means "no tag").
+pub(crate) fn instance_tag(instance: &[u8]) -> u32 {
+    let mut bytes = [0u8; 4];
+    let len = instance.len().min(4);
+    bytes[..len].copy_from_slice(&instance[..len]);
+    u32::from_le_bytes(bytes).max(1)
+}
+
 impl Endpoint {
+    /// This endpoint's instance tag.
+    pub(super) fn own_instance_tag(&self) -> u32 {
+        instance_tag(&self.auth.instance)
+    }
+
+    /// Stamps `head`, for a frame to `peer` through a relay, with this endpoint's instance tag
+    /// and the tag of the peer's instance last heard from.
+    pub(super) fn stamp_instances(&self, head: &mut MessageHead, peer: &str) {
+        head.source_instance = self.own_instance_tag();
+        head.destination_instance = self
+            .peers
+            .get(peer)
+            .and_then(|peer| peer.instance.as_deref())
+            .map_or(0, instance_tag);
+    }
+
+    /// Checks the instance tags of a frame `originator` sent through a relay on `connection`:
+    /// false (drop it) when it was meant for an earlier instance of this node or comes from an
+    /// earlier instance of the originator; a new tag from a known originator restarts it.
+    pub(super) fn admit_relayed(
+        &mut self,
+        originator: &str,
+        (source_instance, destination_instance): (u32, u32),
+        connection: ConnectionId,
+    ) -> bool {
+        if destination_instance != 0 && destination_instance != self.own_instance_tag() {
+            self.stats.stale_instance_frames += 1;
+            let peer = self.peers.entry(originator.to_string()).or_default();
+            if !peer.announce_instance {
+                peer.announce_instance = true;
+                self.wake_peer(originator);
+            }
+            return false;
+        }
+        if source_instance == 0 {
+            return true;
+        }
+        let tag = source_instance;
+        let peer = self.peers.entry(originator.to_string()).or_default();
+        if peer.retired_instances.contains(&tag) {
+            self.stats.stale_instance_frames += 1;
+            return false;
+        }
+        let known = peer.instance.as_deref().map(instance_tag);
+        if known == Some(tag) {
+            return true;
+        }
+        peer.instance = Some(Bytes::copy_from_slice(&tag.to_le_bytes()));
+        if let Some(known) = known {
+            if peer.retired_instances.len() == RETIRED_INSTANCES {
+                peer.retired_instances.remove(0);
+            }
+            peer.retired_instances.push(known);
+            self.restart_peer(originator, connection);
+        }
+        true
+    }
+
     /// Notes the instance `peer` proved on `connection`; if it differs from the one known, the
     /// peer restarted: its streams start over and its other connections (to the old instance)
     /// are closed.
@@ -25,12 +96,15 @@ impl Endpoint {
             return;
         }
         let peer = self.peers.entry(peer_name.to_string()).or_default();
-        let restarted = peer
-            .instance
-            .as_ref()
-            .is_some_and(|known| *known != instance);
+        // Compared by tag: what relayed frames told of the peer may be the tag alone.
+        let known = peer.instance.as_deref().map(instance_tag);
+        let restarted = known.is_some_and(|known| known != instance_tag(&instance));
         peer.instance = Some(instance);
-        if restarted {
+        if let Some(known) = known.filter(|_| restarted) {
+            if peer.retired_instances.len() == RETIRED_INSTANCES {
+                peer.retired_instances.remove(0);
+            }
+            peer.retired_instances.push(known);
             self.restart_peer(peer_name, connection);
         }
     }

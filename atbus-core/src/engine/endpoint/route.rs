@@ -243,8 +243,8 @@ impl Endpoint {
                 source: self.name.clone(),
                 destination: sender.to_string(),
                 forward_for_source: destination.to_string(),
-                forward_for_connection_id: 0,
                 hop_count: 1,
+                ..Default::default()
             }),
             body: Some(Body::Packet(PacketData {
                 stream_id: ROUTING_STREAM,

@@ -15,6 +15,7 @@ use crate::engine::auth::{AuthFailure, IdentityKind, PeerIdentity, valid_name};
 use crate::engine::config::ConnectionParams;
 use crate::engine::connection::{Connection, Phase};
 use crate::engine::endpoint::Endpoint;
+use crate::engine::endpoint::restart::instance_tag;
 use crate::engine::error::ConnectionError;
 use crate::engine::event::Event;
 use crate::engine::rtt::RttEstimator;
@@ -89,7 +90,8 @@ impl Endpoint {
         // The hello numbers its early data for an instance of ours that is gone: nothing after
         // it is taken until the confirm, sent once the peer has started its streams over.
         let confirm_required = confirm_required
-            || (!hello.peer_instance.is_empty() && hello.peer_instance[..] != self.auth.instance);
+            || (!hello.peer_instance.is_empty()
+                && instance_tag(&hello.peer_instance) != instance_tag(&self.auth.instance));
         let early_data_accepted = hello.early_data && !confirm_required;
         let nonce: [u8; NONCE_LEN] = self.auth.random();
         // The accept says what this node is: a relay's peers take forwarded frames from it.
