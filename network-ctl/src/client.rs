@@ -1,5 +1,7 @@
-//! Calling the network-manager from the bus: a [`Client`] sends requests to any live replica
-//! (found through the relay's discovery, round robin) and turns replies into results.
+//! Calling the network-manager from the bus: a [`Client`] sends requests to a live replica
+//! (found through the relay's discovery; the replica is chosen by a consistent hash of the
+//! client's name, so callers spread over replicas and each sticks to one while it lives) and
+//! turns replies into results.
 
 use std::time::Duration;
 
@@ -21,15 +23,15 @@ const RELAY_WAIT: Duration = Duration::from_secs(15);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The bus failed: no relay, no manager, no reply.
-    #[error("{0}")]
+    #[error(transparent)]
     Bus(#[from] NodeError),
     /// The node could not reach a relay.
-    #[error(
-        "no relay reached within {RELAY_WAIT:?} at {relays:?}: check the addresses and the bus token"
-    )]
+    #[error("no relay reached at {relays:?} ({reason}): check the addresses and the bus token")]
     NoRelay {
         /// The addresses tried.
         relays: Vec<String>,
+        /// What happened: the relay's refusal, or the time waited.
+        reason: String,
     },
     /// The manager refused the request.
     #[error("{message}")]
@@ -74,6 +76,7 @@ pub struct Client {
     relay: String,
     services: Services,
     managers: Selector,
+    policy: Policy,
     admin_token: String,
     timeout: Duration,
 }
@@ -88,11 +91,16 @@ impl Client {
             builder = builder.relay(relay);
         }
         let node = builder.start().await?;
-        let Some(relay) = presence::relay_name(&node, RELAY_WAIT).await else {
-            node.shutdown_within(Duration::from_millis(100)).await;
-            return Err(ClientError::NoRelay {
-                relays: options.relays,
-            });
+        let relay = match presence::relay_name(&node, RELAY_WAIT).await {
+            Ok(relay) => relay,
+            Err(refusal) => {
+                node.shutdown_within(Duration::from_millis(100)).await;
+                return Err(ClientError::NoRelay {
+                    relays: options.relays,
+                    reason: refusal
+                        .unwrap_or_else(|| format!("none answered within {RELAY_WAIT:?}")),
+                });
+            }
         };
         Ok(Self::on(
             node,
@@ -105,6 +113,7 @@ impl Client {
     pub fn on(node: Node, relay: String, admin_token: String) -> Self {
         let services = node.services(&relay, presence::record(&node, "client"));
         Self {
+            policy: Policy::hashed(node.name()),
             managers: format!("{ROLE_LABEL}={MANAGER_ROLE}")
                 .parse()
                 .expect("a valid selector"),
@@ -137,7 +146,7 @@ impl Client {
             .services
             .request_to(
                 &self.managers,
-                &Policy::RoundRobin,
+                &self.policy,
                 request.encode_to_vec(),
                 self.timeout,
             )

@@ -109,7 +109,9 @@ pub enum StorageConfig {
         /// The database file (created if missing).
         path: PathBuf,
     },
-    // ETCD-VARIANT
+    /// etcd (several replicas).
+    #[cfg(feature = "etcd")]
+    Etcd(crate::store::EtcdStoreConfig),
 }
 
 impl ServerConfig {

@@ -34,4 +34,6 @@ pub mod proto {
 
 pub use error::ControlError;
 pub use records::{AuthorityPem, Binding, BootstrapToken, Network, NodeState, Plane};
+#[cfg(feature = "etcd")]
+pub use store::{EtcdStore, EtcdStoreConfig};
 pub use store::{NetworkStatus, SqliteStore, Store};

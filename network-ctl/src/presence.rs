@@ -31,8 +31,10 @@ pub fn record(node: &Node, role: &str) -> NodeRecord {
 }
 
 /// The name of the first relay `node` is connected to, waiting up to `timeout` for the
-/// connection.
-pub async fn relay_name(node: &Node, timeout: Duration) -> Option<String> {
+/// connection. Fails at once, with the reason, if the relay refuses this node's handshake (a
+/// wrong bus token), else after `timeout` with `None` as the reason.
+pub async fn relay_name(node: &Node, timeout: Duration) -> Result<String, Option<String>> {
+    let mut events = node.events();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Some(peer) = node
@@ -40,12 +42,17 @@ pub async fn relay_name(node: &Node, timeout: Duration) -> Option<String> {
             .into_iter()
             .find_map(|connection| connection.peer)
         {
-            return Some(peer);
+            return Ok(peer);
         }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
+        tokio::select! {
+            event = events.recv() => {
+                if let Ok(NodeEvent::HandshakeFailed { reason, .. }) = event {
+                    return Err(Some(reason));
+                }
+            }
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            () = tokio::time::sleep_until(deadline) => return Err(None),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

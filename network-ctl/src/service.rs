@@ -31,10 +31,11 @@ impl Service {
     pub async fn start(node: Node, manager: Manager) -> Result<Self, NodeError> {
         let relay = presence::relay_name(&node, RELAY_WAIT)
             .await
-            .ok_or_else(|| {
+            .map_err(|refusal| {
                 NodeError::Config(format!(
-                    "{} is not connected to a relay after {RELAY_WAIT:?}: check the relay addresses and the bus token",
-                    node.name()
+                    "{} is not connected to a relay ({}): check the relay addresses and the bus token",
+                    node.name(),
+                    refusal.unwrap_or_else(|| format!("none answered within {RELAY_WAIT:?}"))
                 ))
             })?;
         let mut tasks = vec![

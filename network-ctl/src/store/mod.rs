@@ -15,9 +15,13 @@ use crate::records::{
     AuthorityPem, Binding, BootstrapToken, Network, NewBinding, NodeUpdate, Plane,
 };
 
+#[cfg(feature = "etcd")]
+mod etcd;
 mod schema;
 mod sqlite;
 
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdStore, EtcdStoreConfig};
 pub use sqlite::SqliteStore;
 
 /// The future a [`Store`] method returns.

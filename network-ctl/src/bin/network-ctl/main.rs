@@ -162,7 +162,7 @@ struct NodeArgs {
     net_token: String,
 }
 
-fn main() -> Result<()> {
+fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -172,11 +172,16 @@ fn main() -> Result<()> {
             _ => tracing::Level::INFO,
         })
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the runtime")?;
-    runtime.block_on(run(cli))
+        .context("starting the runtime")
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    if let Err(error) = result {
+        // The causes in one line, without a backtrace: these are for operators.
+        eprintln!("network-ctl: {error:#}");
+        std::process::exit(1);
+    }
 }
 
 async fn run(cli: Cli) -> Result<()> {

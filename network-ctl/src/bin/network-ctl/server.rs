@@ -21,7 +21,10 @@ pub async fn run(path: &Path) -> Result<()> {
     let clock = Arc::new(SystemClock);
     let store: Arc<dyn Store> = match &config.storage {
         StorageConfig::Sqlite { path } => Arc::new(SqliteStore::open(path)?),
-        // ETCD-BACKEND
+        #[cfg(feature = "etcd")]
+        StorageConfig::Etcd(etcd) => {
+            Arc::new(network_ctl::store::EtcdStore::connect(etcd.clone()).await?)
+        }
     };
     let now = clock.now();
     let mut networks = Vec::new();
