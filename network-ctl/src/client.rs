@@ -164,8 +164,8 @@ impl Client {
         }
     }
 
-    /// Creates a bootstrap token: `lifetime` `None` is never; `Some(None)`... see
-    /// [`Lifetime`].
+    /// Creates a bootstrap token living `lifetime`, registering one node only if
+    /// `single_use`; the reply holds the token (shown this once) and what is stored of it.
     pub async fn create_token(
         &self,
         lifetime: Lifetime,

@@ -181,10 +181,32 @@ impl Manager {
                 now: self.now(),
             })
             .await?;
-        // The certificates are made after the commit: a failure here leaves a binding that the
-        // node can use with `hello` once it registers again, and no address bound twice.
-        let control_plane = self.inner.control.issue(&binding.node_token, binding.ip)?;
-        let data_plane = self.inner.data.issue(&binding.node_token, binding.ip)?;
+        // The certificates are made after the commit; if that fails, the binding nobody would
+        // hold the token of is taken back.
+        let issued = self
+            .inner
+            .control
+            .issue(&binding.node_token, binding.ip)
+            .and_then(|control| {
+                Ok((
+                    control,
+                    self.inner.data.issue(&binding.node_token, binding.ip)?,
+                ))
+            });
+        let (control_plane, data_plane) = match issued {
+            Ok(sets) => sets,
+            Err(error) => {
+                let taken_back = self
+                    .inner
+                    .store
+                    .unregister(&binding.net_token, &binding.node_token)
+                    .await;
+                if let Err(undo) = taken_back {
+                    tracing::warn!(%undo, ip = %binding.ip, "a binding without certificates could not be taken back; it is reclaimed first when the network fills");
+                }
+                return Err(error);
+            }
+        };
         if self.is_connected(node_name) {
             binding = self.mark(&binding, NodeState::Connected).await?;
         }

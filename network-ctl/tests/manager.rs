@@ -626,6 +626,16 @@ async fn the_schema_is_versioned_in_wal_mode_and_a_newer_database_is_refused() {
     );
     assert!(twice.is_err(), "the same address bound twice");
 
+    // One server per file: a second store on it is refused while the first holds it.
+    drop(db);
+    let first = SqliteStore::open(&path).unwrap();
+    let error = SqliteStore::open(&path).unwrap_err().to_string();
+    assert!(
+        error.contains("is another network-ctl server using it"),
+        "{error}"
+    );
+    drop(first);
+    let db = rusqlite::Connection::open(&path).unwrap();
     db.pragma_update(None, "user_version", 99).unwrap();
     drop(db);
     let error = SqliteStore::open(&path).unwrap_err().to_string();

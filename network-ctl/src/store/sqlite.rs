@@ -47,10 +47,19 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ControlError> {
         let path = path.as_ref().to_path_buf();
         let opened = |error: rusqlite::Error| {
-            ControlError::Storage(format!("cannot open {}: {error}", path.display()))
+            let busy = error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy);
+            ControlError::Storage(format!(
+                "cannot open {}: {error}{}",
+                path.display(),
+                if busy {
+                    "; is another network-ctl server using it? SQLite storage serves one replica (use etcd for several)"
+                } else {
+                    ""
+                }
+            ))
         };
         let mut db = Connection::open(&path).map_err(opened)?;
-        db.busy_timeout(std::time::Duration::from_secs(5))
+        db.busy_timeout(std::time::Duration::from_secs(1))
             .map_err(opened)?;
         // WAL: readers do not block the writer, and a commit is one append. NORMAL
         // synchronisation in WAL mode cannot corrupt the database on a crash (a power cut may
@@ -60,6 +69,13 @@ impl SqliteStore {
         db.pragma_update(None, "synchronous", "NORMAL")
             .map_err(opened)?;
         db.pragma_update(None, "foreign_keys", "ON")
+            .map_err(opened)?;
+        // One server per file: its address pools live in its memory, so a second process
+        // writing the same file would hand out addresses twice. The exclusive lock, taken now
+        // and held until the store is dropped, refuses it (several replicas: use etcd).
+        db.pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .map_err(opened)?;
+        db.execute_batch("begin exclusive; commit;")
             .map_err(opened)?;
         migrate(&mut db, &path)?;
         let networks = load(&db)?;
