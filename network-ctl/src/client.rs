@@ -70,6 +70,28 @@ pub struct ClientOptions {
 }
 
 /// A connection to the network-manager service.
+///
+/// ```no_run
+/// use network_ctl::client::{Client, ClientOptions, Lifetime};
+///
+/// # async fn run() -> Result<(), network_ctl::client::ClientError> {
+/// let client = Client::connect(ClientOptions {
+///     name: "operator-1".into(),
+///     relays: vec!["tcp://127.0.0.1:7800".into()],
+///     bus_token: "the bus token, 32 bytes or longer".into(),
+///     admin_token: Some("an operator token".into()),
+/// })
+/// .await?;
+/// let created = client
+///     .create_token(Lifetime::For(std::time::Duration::from_secs(600)), false)
+///     .await?;
+/// println!("bootstrap token: {}", created.token);
+/// for binding in client.node_list("", true).await? {
+///     println!("{} {}/{}", binding.node_token, binding.ip, binding.prefix_len);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Client {
     node: Node,

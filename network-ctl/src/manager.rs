@@ -28,6 +28,37 @@ pub struct Registered {
 }
 
 /// The network manager.
+///
+/// ```
+/// use std::sync::Arc;
+/// use network_ctl::clock::SystemClock;
+/// use network_ctl::manager::Manager;
+/// use network_ctl::{Network, SqliteStore};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let store = SqliteStore::open(dir.path().join("network-ctl.db"))?;
+/// let network = Network::new("default", "10.1.1.0/24", None, None, 0)?;
+/// let manager = Manager::start(
+///     Arc::new(store),
+///     Arc::new(SystemClock),
+///     &["an operator token".to_string()],
+///     vec![network],
+/// )
+/// .await?;
+///
+/// // An operator makes a bootstrap token; a node registers with it.
+/// let (token, _stored) = manager.create_token(None, true).await?;
+/// let registered = manager.register(&token, "default", "agent-host-1").await?;
+/// assert_eq!(registered.binding.ip.to_string(), "10.1.1.2");
+/// assert!(registered.control_plane.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+///
+/// // The token was single-use.
+/// assert!(manager.register(&token, "default", "agent-host-2").await.is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Manager {
     inner: Arc<Inner>,
