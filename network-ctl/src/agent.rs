@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::client::{Client, ClientError};
-use crate::proto::{self, ErrorCode};
+use crate::proto::ErrorCode;
 
 /// The file in the work dir that holds the node token.
 pub const NODE_FILE: &str = "node.json";
@@ -92,6 +92,9 @@ pub async fn enroll(
     let binding = registered
         .binding
         .ok_or_else(|| ClientError::Protocol("a registration without its binding".into()))?;
+    // Everything is written to temp files first and renamed into place at the end, the node
+    // token last: a failed write loses no registration that the files could still show.
+    let mut staged = Vec::new();
     for (plane, set) in [
         ("control-plane", &registered.control_plane),
         ("data-plane", &registered.data_plane),
@@ -99,7 +102,14 @@ pub async fn enroll(
         let set = set.as_ref().ok_or_else(|| {
             ClientError::Protocol(format!("a registration without its {plane} certificates"))
         })?;
-        save_certificates(&work_dir.join(plane), set)?;
+        for (name, pem) in [
+            ("ca.pem", &set.ca_pem),
+            ("cert.pem", &set.cert_pem),
+            ("key.pem", &set.key_pem),
+        ] {
+            let path = work_dir.join(plane).join(name);
+            staged.push((stage(&path, pem.as_bytes())?, path));
+        }
     }
     let enrollment = Enrollment {
         node_token: binding.node_token,
@@ -107,6 +117,9 @@ pub async fn enroll(
         ip: binding.ip,
         prefix_len: binding.prefix_len,
     };
+    for (temp, path) in staged {
+        put_in_place(&temp, &path)?;
+    }
     save_node(work_dir, &enrollment)?;
     Ok((enrollment, Outcome::Registered))
 }
@@ -132,20 +145,16 @@ fn save_node(work_dir: &Path, enrollment: &Enrollment) -> Result<(), AgentError>
     write_private(&work_dir.join(NODE_FILE), json.as_bytes())
 }
 
-fn save_certificates(dir: &Path, set: &proto::CertificateSet) -> Result<(), AgentError> {
-    for (name, pem) in [
-        ("ca.pem", &set.ca_pem),
-        ("cert.pem", &set.cert_pem),
-        ("key.pem", &set.key_pem),
-    ] {
-        write_private(&dir.join(name), pem.as_bytes())?;
-    }
-    Ok(())
-}
-
 /// Writes `path` readable by its owner only, atomically (a temp file renamed over it), with
 /// its directories created 0700.
 fn write_private(path: &Path, data: &[u8]) -> Result<(), AgentError> {
+    let temp = stage(path, data)?;
+    put_in_place(&temp, path)
+}
+
+/// Writes `data` to a new temp file beside `path` (0600, created afresh: a file or link left
+/// there is removed, never followed) and returns its path.
+fn stage(path: &Path, data: &[u8]) -> Result<PathBuf, AgentError> {
     let failed = |error| AgentError::Files {
         path: path.to_path_buf(),
         error,
@@ -158,16 +167,22 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), AgentError> {
             .map_err(failed)?;
     }
     let temp = path.with_extension("tmp");
-    // A leftover temp file keeps its old mode: start afresh.
     let _ = std::fs::remove_file(&temp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&temp)
         .map_err(failed)?;
     file.write_all(data).map_err(failed)?;
     file.sync_all().map_err(failed)?;
-    std::fs::rename(&temp, path).map_err(failed)
+    Ok(temp)
+}
+
+/// Renames the staged `temp` over `path`.
+fn put_in_place(temp: &Path, path: &Path) -> Result<(), AgentError> {
+    std::fs::rename(temp, path).map_err(|error| AgentError::Files {
+        path: path.to_path_buf(),
+        error,
+    })
 }

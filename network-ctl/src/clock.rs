@@ -49,8 +49,15 @@ impl Clock for ManualClock {
     }
 }
 
-/// `time` for people: RFC 3339 in UTC, to the second.
+/// The last millisecond of the year 9999, the last RFC 3339 can write.
+const LAST_WRITABLE: Millis = 253_402_300_799_999;
+
+/// `time` for people: RFC 3339 in UTC, to the second (times after the year 9999 as
+/// milliseconds).
 pub fn format_time(time: Millis) -> String {
+    if time > LAST_WRITABLE {
+        return format!("{time} ms after 1970 (after the year 9999)");
+    }
     let since = Duration::from_millis(time.max(0) as u64);
     humantime::format_rfc3339_seconds(UNIX_EPOCH + since).to_string()
 }
@@ -72,5 +79,6 @@ mod tests {
     fn times_print_as_rfc3339_utc() {
         assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
         assert_eq!(format_time(1_700_000_000_123), "2023-11-14T22:13:20Z");
+        assert!(format_time(i64::MAX).contains("after the year 9999"));
     }
 }

@@ -144,13 +144,22 @@ impl Manager {
         lifetime: Option<Duration>,
         single_use: bool,
     ) -> Result<(String, BootstrapToken), ControlError> {
-        let secret = token::generate(token::BOOTSTRAP_TOKEN_LEN);
         let now = self.now();
+        let expire_time = match lifetime {
+            None => None,
+            Some(lifetime) if lifetime > token::MAX_BOOTSTRAP_LIFETIME => {
+                return Err(ControlError::BadRequest(format!(
+                    "a lifetime of {} is longer than the 100 years allowed: give a shorter one, or never",
+                    humantime::format_duration(lifetime)
+                )));
+            }
+            Some(lifetime) => Some(now + lifetime.as_millis() as Millis),
+        };
+        let secret = token::generate(token::BOOTSTRAP_TOKEN_LEN);
         let stored = BootstrapToken {
             digest: token::digest(&secret),
             create_time: now,
-            expire_time: lifetime
-                .map(|lifetime| now.saturating_add(lifetime.as_millis() as Millis)),
+            expire_time,
             single_use,
             uses: 0,
         };
@@ -249,8 +258,8 @@ impl Manager {
         })
     }
 
-    /// A node back with its node token: its binding (the same address), with its bus name
-    /// recorded.
+    /// A node back with its node token: its binding (the same address). Only the bus node that
+    /// registered the token (or, for a binding without one, any) may say hello with it.
     pub async fn hello(
         &self,
         node_token: &str,
@@ -258,7 +267,15 @@ impl Manager {
         node_name: &str,
     ) -> Result<Binding, ControlError> {
         let net_token = net_or_default(net_token);
-        self.known(net_token, node_token).await?;
+        let binding = self.known(net_token, node_token).await?;
+        // The token alone is no proof (it is in the node's certificates, which its peers see):
+        // the binding stays with the bus name that registered it.
+        if !binding.node_name.is_empty() && binding.node_name != node_name {
+            return Err(ControlError::Unauthenticated(format!(
+                "node token {node_token:?} belongs to the bus node {:?}, not {node_name:?}; an operator can unregister it (network-ctl node unregister) so that this node registers afresh",
+                binding.node_name
+            )));
+        }
         let state = self.is_connected(node_name).then_some(NodeState::Connected);
         let update = NodeUpdate {
             state,

@@ -23,6 +23,9 @@ pub const BOOTSTRAP_TOKEN_LEN: usize = 32;
 /// How long a bootstrap token lives when its creator does not say.
 pub const DEFAULT_BOOTSTRAP_LIFETIME: Duration = Duration::from_secs(10 * 60);
 
+/// The longest lifetime a bootstrap token may be given (longer: `never`).
+pub const MAX_BOOTSTRAP_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
 /// A random token of `len` characters from `a-z0-9` (about 5.2 bits each).

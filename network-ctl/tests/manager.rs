@@ -644,3 +644,83 @@ async fn the_schema_is_versioned_in_wal_mode_and_a_newer_database_is_refused() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_node_token_says_hello_only_from_the_bus_node_that_registered_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START);
+    let manager = manager(
+        &dir.path().join("nc.db"),
+        &clock,
+        vec![network("default", "10.1.1.0/24")],
+    )
+    .await;
+    let (token, _) = manager.create_token(None, false).await.unwrap();
+    let binding = manager
+        .register(&token, "", "agent-a")
+        .await
+        .unwrap()
+        .binding;
+
+    // The token is in the node's certificates: knowing it proves nothing.
+    let before = snapshot(&manager).await;
+    let error = manager
+        .hello(&binding.node_token, "", "intruder")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ControlError::Unauthenticated(_)), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("belongs to the bus node \"agent-a\""),
+        "{error}"
+    );
+    let refused = ask(
+        &manager,
+        false,
+        Ask::Unregister(proto::NodeRequest {
+            node_token: binding.node_token.clone(),
+            net_token: String::new(),
+        }),
+    )
+    .await;
+    assert_eq!(refusal(refused).0, proto::ErrorCode::Unauthenticated);
+    assert_eq!(
+        snapshot(&manager).await,
+        before,
+        "the intruder changed nothing"
+    );
+
+    // The node itself comes back: a hello that changes nothing keeps its place in the LRU order.
+    clock.advance(Duration::from_secs(60));
+    let again = manager
+        .hello(&binding.node_token, "", "agent-a")
+        .await
+        .unwrap();
+    assert_eq!(again.update_time, binding.update_time);
+    let stored = manager
+        .store()
+        .binding("default", &binding.node_token)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, again, "what hello returns is what is stored");
+}
+
+#[tokio::test]
+async fn a_bootstrap_lifetime_past_a_century_is_refused_in_favour_of_never() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START);
+    let manager = manager(
+        &dir.path().join("nc.db"),
+        &clock,
+        vec![network("default", "10.1.1.0/24")],
+    )
+    .await;
+    let error = manager
+        .create_token(Some(Duration::from_secs(u64::MAX / 1000)), false)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("or never"), "{error}");
+    assert!(manager.store().bootstrap_tokens().await.unwrap().is_empty());
+}

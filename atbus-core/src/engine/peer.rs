@@ -59,8 +59,12 @@ pub(crate) struct Peer {
     /// The peer's instance, as its last handshake gave it (or, through relays, its 4-byte tag):
     /// a new one means it restarted.
     pub instance: Option<Bytes>,
-    /// Tags of the peer's earlier instances: frames relayed from them are dropped.
-    pub retired_instances: Vec<u32>,
+    /// Tags of the peer's earlier instances, with when they were retired: frames relayed from
+    /// them are dropped as stragglers for a while (protocol.md 5.9).
+    pub retired_instances: Vec<(u32, Instant)>,
+    /// A tag relayed frames brought while a direct connection vouched for another instance, and
+    /// when it was first seen: it takes over only if it persists.
+    pub challenger: Option<(u32, Instant)>,
     /// The peer sent through a relay to an earlier instance of this node: the next transmit to
     /// it carries an acknowledgement, empty if need be, stamped with this instance's tag, so it
     /// learns of the restart and starts its streams over.

@@ -36,8 +36,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
         -- An address is bound once per network, whatever happens to the process.
         unique ("net_id", "bind_ip")
     );
-    -- Reclaim looks for the least recently updated binding that is not connected.
-    create index if not exists "network_mgr_lru" on "network_mgr" ("net_id", "state", "update_time", "id");
+    -- Reclaim takes the least recently updated binding that is not connected, straight from
+    -- this index (no scan, no sort).
+    create index if not exists "network_mgr_reclaim" on "network_mgr" ("net_id", "update_time", "id")
+        where "state" != 1;
     -- Liveness finds a node's bindings by its bus name.
     create index if not exists "network_mgr_node_name" on "network_mgr" ("node_name");
 
@@ -66,6 +68,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     create trigger if not exists "update_time_trigger"
     after update of "id", "token", "state", "bind_ip", "create_time" on "network_mgr"
     when new."update_time" is old."update_time"
+        and (new."id" is not old."id" or new."token" is not old."token"
+            or new."state" is not old."state" or new."bind_ip" is not old."bind_ip"
+            or new."create_time" is not old."create_time")
     begin
         update "network_mgr" set "update_time" = cast(unixepoch('subsec') * 1000 as integer)
         where "id" = old."id";
@@ -74,6 +79,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     create trigger if not exists "update_time_trigger2"
     after update of "id", "token", "create_time", "expire_time" on "token_mgr"
     when new."update_time" is old."update_time"
+        and (new."id" is not old."id" or new."token" is not old."token"
+            or new."create_time" is not old."create_time"
+            or new."expire_time" is not old."expire_time")
     begin
         update "token_mgr" set "update_time" = cast(unixepoch('subsec') * 1000 as integer)
         where "id" = old."id";

@@ -217,6 +217,13 @@ fn insert_reserved(
     Ok(())
 }
 
+/// The binding to reclaim in network `?1`: not connected (state 1, written literally so that
+/// the partial index `network_mgr_reclaim` serves it), not the reserved token `?2`, least
+/// recently updated.
+const RECLAIM_QUERY: &str = r#"select "id", "token", "bind_ip" from "network_mgr"
+    where "net_id" = ?1 and "state" != 1 and "token" != ?2
+    order by "update_time", "id" limit 1"#;
+
 const BINDING_COLUMNS: &str = r#""network_mgr"."token", "net_token"."token", "bind_ip", "state",
     "node_name", "network_mgr"."create_time", "network_mgr"."update_time", "last_seen""#;
 
@@ -365,14 +372,8 @@ impl Inner {
             None => {
                 let victim = tx
                     .query_row(
-                        r#"select "id", "token", "bind_ip" from "network_mgr"
-                           where "net_id" = ?1 and "state" != ?2 and "token" != ?3
-                           order by "update_time", "id" limit 1"#,
-                        params![
-                            loaded.id,
-                            NodeState::Connected.as_i64(),
-                            RESERVED_NODE_TOKEN
-                        ],
+                        RECLAIM_QUERY,
+                        params![loaded.id, RESERVED_NODE_TOKEN],
                         |row| {
                             Ok((
                                 row.get::<_, i64>(0)?,
@@ -465,6 +466,20 @@ impl Inner {
         Ok(all)
     }
 
+    #[cfg(test)]
+    fn reclaim_plan(&self) -> String {
+        let mut statement = self
+            .db
+            .prepare(&format!("explain query plan {RECLAIM_QUERY}"))
+            .unwrap();
+        let rows = statement
+            .query_map(params![1, RESERVED_NODE_TOKEN], |row| {
+                row.get::<_, String>(3)
+            })
+            .unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+
     fn bindings_of_node(&self, node_name: &str) -> Result<Vec<Binding>, ControlError> {
         let mut statement = self.db.prepare_cached(&format!(
             r#"select {BINDING_COLUMNS}, "net_token"."cidr" from "network_mgr"
@@ -520,7 +535,7 @@ impl Inner {
                     node_token: node_token.to_string(),
                     net_token: net_token.to_string(),
                 })?;
-        let mut changed = false;
+        let (mut changed, mut seen) = (false, false);
         if let Some(state) = update.state.filter(|&state| state != binding.state) {
             binding.state = state;
             changed = true;
@@ -532,8 +547,12 @@ impl Inner {
         if changed {
             binding.update_time = now;
         }
-        if update.last_seen.is_some() {
+        if update.last_seen.is_some() && update.last_seen != binding.last_seen {
             binding.last_seen = update.last_seen;
+            seen = true;
+        }
+        if !changed && !seen {
+            return Ok(binding);
         }
         let loaded = self.loaded(net_token)?;
         self.db.execute(
@@ -668,5 +687,19 @@ impl Store for SqliteStore {
                 },
             )?)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reclaim_reads_its_partial_index_without_scanning_or_sorting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("plan.db")).unwrap();
+        let plan = store.inner.lock().unwrap().reclaim_plan();
+        assert!(plan.contains("network_mgr_reclaim"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
     }
 }

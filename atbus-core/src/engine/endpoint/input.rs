@@ -189,7 +189,7 @@ impl Endpoint {
         self.stats.frames_received += 1;
         if let Some(originator) = &originator {
             let data = matches!(frame.body, Some(Body::Packet(_) | Body::Acknowledge(_)));
-            if data && !self.admit_relayed(originator, tags, connection) {
+            if data && !self.admit_relayed(now, originator, tags, connection) {
                 return;
             }
         }

@@ -468,7 +468,13 @@ impl Endpoint {
             peer.ack_deadline = None;
             peer.packets_since_ack = 0;
         }
-        let announce = std::mem::take(&mut peer.announce_instance);
+        // An announcement needs the tags, so it goes through a relay and stays due until it is
+        // out; on a direct connection the handshake told the peer this instance already.
+        let tagged = head.as_ref().is_some_and(|head| head.source_instance != 0);
+        if !tagged {
+            peer.announce_instance = false;
+        }
+        let announce = peer.announce_instance;
         if ack.acknowledge.is_empty() && !announce {
             return;
         }
@@ -478,6 +484,9 @@ impl Endpoint {
         };
         if self.push_frame(out, &frame, mtu) {
             self.stats.acks_sent += 1;
+            if announce && let Some(peer) = self.peers.get_mut(peer_name) {
+                peer.announce_instance = false;
+            }
         }
     }
 
