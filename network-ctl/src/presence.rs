@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use atbus_core::runtime::{Node, NodeEvent};
+use atbus_core::runtime::{Node, NodeError, NodeEvent};
 use atbus_discovery::NodeRecord;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 /// The label every network-ctl node carries, with its role as the value.
 pub const ROLE_LABEL: &str = "network-ctl";
@@ -30,19 +30,15 @@ pub fn record(node: &Node, role: &str) -> NodeRecord {
     record
 }
 
-/// The name of the first relay `node` is connected to, waiting up to `timeout` for the
-/// connection. Fails at once, with the reason, if the relay refuses this node's handshake (a
-/// wrong bus token), else after `timeout` with `None` as the reason.
+/// The name of a relay `node` is connected to (the first by name), waiting up to `timeout`
+/// for one. Fails at once, with the reason, if a relay refuses this node's handshake (a wrong
+/// bus token), else after `timeout` with `None` as the reason.
 pub async fn relay_name(node: &Node, timeout: Duration) -> Result<String, Option<String>> {
     let mut events = node.events();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(peer) = node
-            .connection_info()
-            .into_iter()
-            .find_map(|connection| connection.peer)
-        {
-            return Ok(peer);
+        if let Some(relay) = node.relays().into_iter().next() {
+            return Ok(relay);
         }
         tokio::select! {
             event = events.recv() => {
@@ -56,39 +52,67 @@ pub async fn relay_name(node: &Node, timeout: Duration) -> Result<String, Option
     }
 }
 
-/// Publishes `record` at `relay` now, and again whenever the relay becomes reachable after a
-/// loss, until the node shuts down. Fails if the first publication does.
+/// Publishes `record` at `relay` now, and keeps it published at one relay until the node shuts
+/// down: again whenever that relay comes back after a loss, and at another relay the node is
+/// connected to when that one is lost. Fails if the first publication does.
 pub async fn keep_published(
     node: &Node,
     relay: &str,
     record: NodeRecord,
-) -> Result<tokio::task::JoinHandle<()>, atbus_core::runtime::NodeError> {
+) -> Result<tokio::task::JoinHandle<()>, NodeError> {
     let mut events = node.events();
     node.discovery(relay).register(&record).await?;
-    let (node, relay) = (node.clone(), relay.to_string());
+    let (node, mut current) = (node.clone(), relay.to_string());
     Ok(tokio::spawn(async move {
         loop {
             match events.recv().await {
-                Ok(NodeEvent::PeerReachable { peer }) if peer == relay => {
-                    publish_until_done(&node, &relay, &record).await;
+                Ok(NodeEvent::PeerReachable { peer }) if peer == current => {
+                    publish(&node, &current, &record).await;
+                }
+                Ok(NodeEvent::PeerUnreachable { peer }) if peer == current => {
+                    // Another relay, or this one once it is back.
+                    loop {
+                        match relay_name(&node, RELAY_SEARCH).await {
+                            Ok(relay) => {
+                                current = relay;
+                                break;
+                            }
+                            Err(_) if matches!(events.try_recv(), Err(TryRecvError::Closed)) => {
+                                return;
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                    tracing::info!(relay = %current, "publishing this node's record at its relay");
+                    publish(&node, &current, &record).await;
                 }
                 Ok(_) => {}
-                Err(RecvError::Lagged(_)) => publish_until_done(&node, &relay, &record).await,
+                Err(RecvError::Lagged(_)) => publish(&node, &current, &record).await,
                 Err(RecvError::Closed) => return,
             }
         }
     }))
 }
 
-async fn publish_until_done(node: &Node, relay: &str, record: &NodeRecord) {
-    for attempt in 1.. {
+/// How long one search for a relay waits before checking whether the node is still up.
+const RELAY_SEARCH: Duration = Duration::from_secs(60);
+
+/// Attempts at publishing a record before giving up until the next relay event.
+const PUBLISH_ATTEMPTS: u32 = 20;
+
+async fn publish(node: &Node, relay: &str, record: &NodeRecord) {
+    for attempt in 1..=PUBLISH_ATTEMPTS {
         match node.discovery(relay).register(record).await {
             Ok(()) => return,
-            Err(atbus_core::runtime::NodeError::Shutdown) => return,
+            Err(NodeError::Shutdown) => return,
             Err(error) => {
                 tracing::warn!(%error, attempt, relay, "publishing this node's record failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
     }
+    tracing::error!(
+        relay,
+        "this node's record could not be published: it counts as gone until its relay reconnects"
+    );
 }

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use atbus_core::runtime::{Message, Node, NodeError};
+use atbus_core::runtime::{Message, Node, NodeError, NodeEvent};
 use atbus_discovery::{Selector, WatchEvent};
 use prost::Message as _;
 
@@ -115,6 +115,8 @@ async fn follow_agents(node: Node, relay: String, manager: Manager) {
     let selector: Selector = format!("{ROLE_LABEL}={AGENT_ROLE}")
         .parse()
         .expect("a valid selector");
+    let mut relay = relay;
+    let mut events = node.events();
     loop {
         let watch = node.discovery(&relay).watch(&selector).await;
         let mut watch = match watch {
@@ -123,11 +125,20 @@ async fn follow_agents(node: Node, relay: String, manager: Manager) {
             Err(error) => {
                 tracing::warn!(%error, %relay, "watching agents failed; retrying in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                relay = next_relay(&node, relay).await;
                 continue;
             }
         };
         loop {
-            let applied = match watch.next().await {
+            let next = tokio::select! {
+                next = watch.next() => next,
+                () = lost(&mut events, &relay) => {
+                    tracing::info!(%relay, "the relay of the agent watch is gone");
+                    relay = next_relay(&node, relay).await;
+                    break;
+                }
+            };
+            let applied = match next {
                 Ok(WatchEvent::Init { records, .. }) => {
                     let names: HashSet<String> = records.into_iter().map(|r| r.name).collect();
                     manager.nodes_present(names).await
@@ -138,6 +149,7 @@ async fn follow_agents(node: Node, relay: String, manager: Manager) {
                 Err(error) => {
                     tracing::warn!(%error, %relay, "the agent watch ended; watching again");
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                    relay = next_relay(&node, relay).await;
                     break;
                 }
             };
@@ -145,5 +157,34 @@ async fn follow_agents(node: Node, relay: String, manager: Manager) {
                 tracing::warn!(%error, "recording node liveness failed");
             }
         }
+    }
+}
+
+/// Returns once `relay` is unreachable (or the node's events end).
+async fn lost(events: &mut tokio::sync::broadcast::Receiver<NodeEvent>, relay: &str) {
+    loop {
+        match events.recv().await {
+            Ok(NodeEvent::PeerUnreachable { peer }) if peer == relay => return,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                std::future::pending::<()>().await
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The relay to watch at next: one the node is connected to now (the same if it still is), or
+/// `relay` again if there is none yet.
+async fn next_relay(node: &Node, relay: String) -> String {
+    let relays = node.relays();
+    if relays.contains(&relay) {
+        return relay;
+    }
+    match presence::relay_name(node, Duration::from_secs(1)).await {
+        Ok(other) => {
+            tracing::info!(from = %relay, to = %other, "watching agents at another relay");
+            other
+        }
+        Err(_) => relay,
     }
 }

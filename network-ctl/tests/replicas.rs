@@ -94,3 +94,118 @@ async fn two_replicas_on_etcd_give_32_concurrent_agents_32_distinct_addresses() 
     let listed = cli_json(&address, &["node", "list"]);
     assert_eq!(listed.as_array().unwrap().len(), 33);
 }
+
+/// A relay on 127.0.0.1 serving discovery from the etcd at `endpoint`, listening on `port`.
+async fn etcd_relay(name: &str, port: u16, endpoint: &str) -> atbus_relay::Relay {
+    let mut etcd = atbus_discovery::EtcdConfig::new([endpoint]);
+    etcd.prefix = "/failover-test".into();
+    atbus_relay::Relay::builder()
+        .name(name)
+        .listen(format!("tcp://127.0.0.1:{port}"))
+        .token(atbus_core::engine::Token::new(BUS_TOKEN).unwrap())
+        .etcd(etcd)
+        .start()
+        .await
+        .expect("the relay starts")
+}
+
+/// Polls `node state` through `relay` until the node is in `state`.
+fn wait_for_state(relay: &str, token: &str, state: &str, within: std::time::Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let output = cli(relay, true, &["node", "state", token, "--output", "json"]);
+        let node: serde_json::Value =
+            serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+        if node["state"] == state {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node is not {state} within {within:?}: {node} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manager_and_agents_move_to_the_other_relay_when_theirs_goes() {
+    let etcd = etcd::EtcdServer::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port_a, port_b) = (free_port(), free_port());
+    let (a, b) = (
+        format!("tcp://127.0.0.1:{port_a}"),
+        format!("tcp://127.0.0.1:{port_b}"),
+    );
+    // Only relay a is up while the manager and the agent publish themselves: they do it there.
+    let relay_a = etcd_relay("relay-a", port_a, &etcd.endpoint()).await;
+    let config = server_config_relays(
+        dir.path(),
+        "network-manager",
+        &[&a, &b],
+        Storage::Sqlite(&dir.path().join("nc.db")),
+    );
+    let _server = server(&config);
+    let created = cli_json(&a, &["token", "create"]);
+    let bootstrap = created["token"].as_str().unwrap();
+    let (mut agent_a, _) = agent(&client_config_relays(
+        dir.path(),
+        "agent-a",
+        &[&a, &b],
+        Some(bootstrap),
+    ));
+    let kept: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("agent-a/node.json")).unwrap(),
+    )
+    .unwrap();
+    let node_token = kept["nodeToken"].as_str().unwrap().to_string();
+    wait_for_state(
+        &a,
+        &node_token,
+        "connected",
+        std::time::Duration::from_secs(30),
+    );
+
+    // Relay b comes up; both connect to it too. Then relay a goes.
+    let relay_b = etcd_relay("relay-b", port_b, &etcd.endpoint()).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let peers: Vec<String> = relay_b
+            .connections()
+            .into_iter()
+            .filter_map(|c| c.peer)
+            .collect();
+        if ["network-manager", "agent-a"]
+            .iter()
+            .all(|name| peers.iter().any(|p| p == name))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not both on relay-b: {peers:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    relay_a
+        .shutdown_within(std::time::Duration::from_millis(200))
+        .await;
+
+    // The agent publishes itself at relay b, where the manager now watches: still connected...
+    wait_for_state(
+        &b,
+        &node_token,
+        "connected",
+        std::time::Duration::from_secs(30),
+    );
+    // ...and seen going when it goes.
+    agent_a.kill();
+    wait_for_state(&b, &node_token, "lost", std::time::Duration::from_secs(30));
+}

@@ -508,6 +508,11 @@ impl Endpoint {
         Some((congestion.window(), congestion.in_flight()))
     }
 
+    /// The names of the relays this endpoint has a live connection to.
+    pub fn connected_relays(&self) -> impl Iterator<Item = &str> {
+        self.relays.iter().map(String::as_str)
+    }
+
     /// The names of the peers with at least one live connection.
     pub fn reachable_peers(&self) -> impl Iterator<Item = &str> {
         self.peers

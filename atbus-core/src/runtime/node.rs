@@ -114,6 +114,17 @@ impl Node {
             .collect()
     }
 
+    /// The relays this node has a live connection to, by name: discovery
+    /// ([`discovery`](Self::discovery)) asks one of them.
+    pub fn relays(&self) -> Vec<String> {
+        let state = self.inner.shared.lock();
+        state
+            .endpoint
+            .connected_relays()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Relays: the nodes other relays offered, as (node, through which relay, hops).
     pub fn relay_routes(&self) -> Vec<(String, String, u32)> {
         self.inner.shared.lock().endpoint.relay_routes()

@@ -118,6 +118,17 @@ pub enum Storage<'a> {
 
 /// Writes a server.yml named `name` in `dir`; returns its path.
 pub fn server_config(dir: &Path, name: &str, relay: &str, storage: Storage<'_>) -> PathBuf {
+    server_config_relays(dir, name, &[relay], storage)
+}
+
+/// [`server_config`] with several relays.
+pub fn server_config_relays(
+    dir: &Path,
+    name: &str,
+    relays: &[&str],
+    storage: Storage<'_>,
+) -> PathBuf {
+    let relay = relays.join("\", \"");
     let storage = match storage {
         Storage::Sqlite(path) => format!("  sqlite:\n    path: {}\n", path.display()),
         Storage::Etcd(endpoint, prefix) => {
@@ -149,6 +160,17 @@ pub fn client_config(
     relay: &str,
     bootstrap_token: Option<&str>,
 ) -> PathBuf {
+    client_config_relays(dir, name, &[relay], bootstrap_token)
+}
+
+/// [`client_config`] with several relays.
+pub fn client_config_relays(
+    dir: &Path,
+    name: &str,
+    relays: &[&str],
+    bootstrap_token: Option<&str>,
+) -> PathBuf {
+    let relay = relays.join("\", \"");
     let mut text = format!(
         "bus:\n  name: {name}\n  relays: [\"{relay}\"]\n  busToken: \"{BUS_TOKEN}\"\nworkDir: {}\n",
         dir.join(name).display()
