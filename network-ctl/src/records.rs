@@ -163,7 +163,8 @@ pub struct Binding {
     pub create_time: Millis,
     /// When it last changed (the least recent is reclaimed first).
     pub update_time: Millis,
-    /// When the node was last seen on the bus.
+    /// When the node last came onto the bus or left it (for a connected node: when it
+    /// connected).
     pub last_seen: Option<Millis>,
 }
 

@@ -189,7 +189,11 @@ pub fn bindings(format: Format, bindings: &[proto::Binding]) {
                         } else {
                             b.node_name.clone()
                         },
-                        time(b.last_seen_ms),
+                        if state(b) == "connected" {
+                            "now".into()
+                        } else {
+                            time(b.last_seen_ms)
+                        },
                     ]
                 })
                 .collect();
