@@ -69,6 +69,10 @@ pub(crate) struct Peer {
     /// it carries an acknowledgement, empty if need be, stamped with this instance's tag, so it
     /// learns of the restart and starts its streams over.
     pub announce_instance: bool,
+    /// A retransmission timeout fired: the next transmit on the data connection may carry one
+    /// transmit's worth of data even when the congestion window is full (a probe, as QUIC's
+    /// PTO), so that its acknowledgement can declare the rest of what is in flight lost.
+    pub probe_owed: bool,
     /// The relay the peer's forwarded frames last came through: without a direct connection,
     /// frames to the peer go there first.
     pub via: Option<String>,

@@ -342,7 +342,12 @@ impl Endpoint {
         open: bool,
     ) {
         let rto = self.rto(target);
-        let sends_data = self.data_connection(target) == Some(id)
+        let data_here = self.data_connection(target) == Some(id);
+        // After a retransmission timeout, one transmit of data goes even into a full window:
+        // otherwise a window full of lost flights would wait for one timeout per flight.
+        let probe = data_here && self.peers.get(target).is_some_and(|peer| peer.probe_owed);
+        let open = open || probe;
+        let sends_data = data_here
             && self.peers.get(target).is_some_and(|peer| {
                 peer.send.values().any(|stream| {
                     (open && stream.has_pending())
@@ -360,6 +365,9 @@ impl Endpoint {
         }
         if sends_data {
             self.push_data(now, id, target, out, mtu, rto, open);
+        }
+        if probe && let Some(peer) = self.peers.get_mut(target) {
+            peer.probe_owed = false;
         }
     }
 

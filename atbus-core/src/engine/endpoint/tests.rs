@@ -679,3 +679,38 @@ fn a_datagram_connections_congestion_window_counts_every_flight_back_out() {
     assert!(pair.a.stats().pieces_resent > 0);
     assert_eq!(pair.a.congestion_window(ConnectionId(99)), None);
 }
+
+/// A blackout of a datagram path while the window is full: nothing is acknowledged to tell the
+/// flights lost, and each retransmission timeout takes one flight off the books. Each timeout
+/// also sends a probe into the full window, whose acknowledgement declares the rest lost, so
+/// the transfer resumes at the first timeout after the path returns (1.1 s here; it used to
+/// wait for a timeout per flight, doubling up to `max_rto`: 8.5 s here, more than 10 s in
+/// `atbus-core/tests/node/failover.rs`, which then failed at times).
+#[test]
+fn after_a_blackout_the_first_timeout_probe_resumes_a_window_full_of_lost_flights() {
+    let mut pair = Pair::new(EngineConfig::default());
+    pair.connect(ConnectionParams::datagram_ipv6());
+    let messages: Vec<Bytes> = (0..200).map(|i| pattern(4096, i as u8)).collect();
+    for message in &messages {
+        pair.a
+            .send("b", 1, message.clone(), MessageMeta::default())
+            .unwrap();
+    }
+    pair.pump(Duration::from_millis(5));
+    let mut received = read_all(&mut pair.b, "a", 1);
+    // Two seconds in which nothing from a arrives.
+    pair.pump_with(Duration::from_secs(2), |transmit| {
+        transmit.connection != ConnectionId(0)
+    });
+    let back = pair.now;
+    while received.len() < messages.len() && pair.now < back + Duration::from_secs(60) {
+        pair.pump(Duration::from_millis(100));
+        received.extend(read_all(&mut pair.b, "a", 1));
+    }
+    assert_messages(&received, &messages);
+    let took = pair.now - back;
+    assert!(
+        took < Duration::from_secs(3),
+        "{took:?} from the path's return to the last message (max_rto is 10 s)"
+    );
+}

@@ -118,6 +118,7 @@ impl Endpoint {
             }
             if timed_out {
                 peer.rto_backoff += 1;
+                peer.probe_owed = true;
                 self.stats.rto_fired += 1;
             }
             self.wake_blocked(&name);
