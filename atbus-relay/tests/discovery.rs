@@ -10,35 +10,14 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use atbus_core::engine::Token;
 use atbus_core::runtime::{Node, NodeError, RelayWatch};
 use atbus_discovery::{NodeRecord, WatchEvent};
 use atbus_relay::Relay;
 use etcd::EtcdServer;
 
-const TOKEN: &str = "the discovery test's shared token";
+mod support;
 
-fn token() -> Token {
-    Token::new(TOKEN).expect("long enough")
-}
-
-/// Node `name` connected to the relay at `relay`.
-async fn node(name: &str, relay: &str) -> Node {
-    let node = Node::builder()
-        .name(name)
-        .token(token())
-        .relay(relay)
-        .start()
-        .await
-        .expect("node starts");
-    for _ in 0..500 {
-        if node.connection_info().iter().any(|c| c.peer.is_some()) {
-            return node;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{name} did not connect to {relay} within 10 s");
-}
+use support::{TOKEN, node, token};
 
 fn record(name: &str, app: &str) -> NodeRecord {
     let mut record = NodeRecord::new(name);

@@ -5,16 +5,14 @@
 
 use std::time::Duration;
 
-use atbus_core::engine::Token;
 use atbus_core::runtime::{Node, RelayPreference};
 use atbus_relay::Relay;
 
-const TOKEN: &str = "the relay preference test's shared token";
-const MESSAGES: u32 = 50;
+mod support;
 
-fn token() -> Token {
-    Token::new(TOKEN).expect("long enough")
-}
+use support::token;
+
+const MESSAGES: u32 = 50;
 
 /// Relays a and b, b peered with a.
 async fn meshed_relays() -> (Relay, Relay) {

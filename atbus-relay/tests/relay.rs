@@ -11,37 +11,9 @@ use atbus_core::runtime::{Message, Node, NodeError};
 use atbus_relay::Relay;
 use bytes::Bytes;
 
-const TOKEN: &str = "the relay tests' shared token";
+mod support;
 
-fn token() -> Token {
-    Token::new(TOKEN).expect("long enough")
-}
-
-/// Node `name`, connected (authenticated) to the relay at `relay`: until then nothing can be
-/// routed to it, and a sender would get NoRoute.
-async fn node(name: &str, relay: &str) -> Node {
-    let node = Node::builder()
-        .name(name)
-        .token(token())
-        .relay(relay)
-        .start()
-        .await
-        .expect("node starts");
-    for _ in 0..250 {
-        if node.connection_info().iter().any(|c| c.peer.is_some()) {
-            return node;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{name} did not connect to the relay at {relay} within 5 s");
-}
-
-async fn recv(node: &Node) -> Message {
-    tokio::time::timeout(Duration::from_secs(10), node.recv())
-        .await
-        .expect("a message within 10 s")
-        .expect("running")
-}
+use support::{TOKEN, node, recv, token};
 
 /// `echo` answers every request with its bytes reversed.
 fn serve_reversed(echo: Node) {

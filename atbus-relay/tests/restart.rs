@@ -4,42 +4,18 @@
 
 use std::time::Duration;
 
-use atbus_core::engine::Token;
-use atbus_core::runtime::{Message, Node};
 use atbus_relay::Relay;
 
-const TOKEN: &str = "the relay restart test's shared token";
+mod support;
 
-async fn node(name: &str, relay: &str) -> Node {
-    let node = Node::builder()
-        .name(name)
-        .token(Token::new(TOKEN).unwrap())
-        .relay(relay)
-        .start()
-        .await
-        .expect("node starts");
-    for _ in 0..500 {
-        if node.connection_info().iter().any(|c| c.peer.is_some()) {
-            return node;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{name} did not connect to {relay} within 10 s");
-}
-
-async fn recv(node: &Node) -> Message {
-    tokio::time::timeout(Duration::from_secs(10), node.recv())
-        .await
-        .unwrap_or_else(|_| panic!("{} got nothing within 10 s", node.name()))
-        .expect("a message")
-}
+use support::{node, recv};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restarted_behind_the_relay_gets_what_a_one_way_sender_sends_next() {
     let relay = Relay::builder()
         .name("relay")
         .listen("tcp://127.0.0.1:0")
-        .token(Token::new(TOKEN).unwrap())
+        .token(support::token())
         .start()
         .await
         .expect("relay");

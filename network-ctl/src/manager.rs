@@ -353,14 +353,11 @@ impl Manager {
     /// Replaces the set of connected names (a discovery snapshot): nodes absent from it that
     /// were connected become lost.
     pub async fn nodes_present(&self, names: HashSet<String>) -> Result<(), ControlError> {
-        let before = std::mem::replace(
-            &mut *self
-                .inner
-                .connected
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-            names.clone(),
-        );
+        self.inner
+            .connected
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone_from(&names);
         for name in &names {
             self.node_seen(name, true).await?;
         }
@@ -372,7 +369,6 @@ impl Manager {
                 self.mark(&binding, NodeState::Lost).await?;
             }
         }
-        drop(before);
         Ok(())
     }
 
@@ -460,7 +456,8 @@ impl Manager {
                     .await?
                     .into_iter()
                     .find(|status| status.network.net_token == network.net_token);
-                Ok(Answer::Network(network_wire(&network, status.as_ref())))
+                let (capacity, bound) = status.map_or((0, 0), |s| (s.capacity, s.bound));
+                Ok(Answer::Network(network.to_wire(capacity, bound)))
             }
             Ask::ListNetworks(_) => {
                 admin()?;
@@ -468,7 +465,7 @@ impl Manager {
                 Ok(Answer::NetworkList(proto::NetworkList {
                     networks: networks
                         .iter()
-                        .map(|status| network_wire(&status.network, Some(status)))
+                        .map(|status| status.network.to_wire(status.capacity, status.bound))
                         .collect(),
                 }))
             }
@@ -572,18 +569,6 @@ fn operation(ask: &Ask) -> &'static str {
         Ask::NodeList(_) => "listing nodes",
         Ask::NodeState(_) => "asking a node's state",
         Ask::Unregister(_) => "unregistering a node",
-    }
-}
-
-fn network_wire(network: &Network, status: Option<&crate::store::NetworkStatus>) -> proto::Network {
-    proto::Network {
-        net_token: network.net_token.clone(),
-        cidr: network.cidr.to_string(),
-        gateway: network.gateway.to_string(),
-        server_ip: network.server_ip.to_string(),
-        capacity: status.map_or(0, |s| u64::try_from(s.capacity).unwrap_or(u64::MAX)),
-        bound: status.map_or(0, |s| s.bound as u64),
-        create_time_ms: network.create_time,
     }
 }
 

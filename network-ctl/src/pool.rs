@@ -39,11 +39,6 @@ impl IpPool {
         }
     }
 
-    /// The network.
-    pub fn cidr(&self) -> Cidr {
-        self.cidr
-    }
-
     /// Addresses that can be handed out in all.
     pub fn capacity(&self) -> u128 {
         let (first, last) = self.cidr.host_offsets();

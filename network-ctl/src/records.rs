@@ -81,15 +81,15 @@ impl Network {
             && self.server_ip == other.server_ip
     }
 
-    /// The wire form, with the pool's figures.
-    pub fn to_wire(&self, pool: &IpPool) -> proto::Network {
+    /// The wire form, with the pool's figures: addresses that can be handed out and bound.
+    pub fn to_wire(&self, capacity: u128, bound: usize) -> proto::Network {
         proto::Network {
             net_token: self.net_token.clone(),
             cidr: self.cidr.to_string(),
             gateway: self.gateway.to_string(),
             server_ip: self.server_ip.to_string(),
-            capacity: u64::try_from(pool.capacity()).unwrap_or(u64::MAX),
-            bound: pool.bound() as u64,
+            capacity: u64::try_from(capacity).unwrap_or(u64::MAX),
+            bound: bound as u64,
             create_time_ms: self.create_time,
         }
     }

@@ -4,22 +4,9 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
-
-/// Polls `node state` until the node is in `state`.
-fn wait_for_state(relay: &str, token: &str, state: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let node = cli_json(relay, &["node", "state", token]);
-        if node["state"] == state {
-            return node;
-        }
-        assert!(Instant::now() < deadline, "the node is not {state}: {node}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_keeps_its_address_across_agent_and_server_restarts_and_its_state_follows_the_bus()
@@ -69,10 +56,10 @@ async fn an_agent_keeps_its_address_across_agent_and_server_restarts_and_its_sta
     assert_eq!(cli_ok(&address, &["node", "ip", &node_token]).trim(), ip);
 
     // Connected while the agent runs, lost (with its last-seen time) once it is gone.
-    let connected = wait_for_state(&address, &node_token, "connected");
+    let connected = wait_for_state(&address, &node_token, "connected", Duration::from_secs(30));
     assert_eq!(connected["nodeName"], "agent-a");
     agent_a.kill();
-    let lost = wait_for_state(&address, &node_token, "lost");
+    let lost = wait_for_state(&address, &node_token, "lost", Duration::from_secs(30));
     assert!(lost["lastSeen"].is_string(), "{lost}");
 
     // The agent comes back with its node token: the same address.

@@ -33,6 +33,19 @@ async fn manager(path: &Path, clock: &ManualClock, networks: Vec<Network>) -> Ma
     .expect("the manager starts")
 }
 
+/// A manager on a new SQLite file in a temp dir with one network, its clock at [`START`].
+async fn fresh(net_token: &str, cidr: &str) -> (tempfile::TempDir, ManualClock, Manager) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START);
+    let manager = manager(
+        &dir.path().join("nc.db"),
+        &clock,
+        vec![network(net_token, cidr)],
+    )
+    .await;
+    (dir, clock, manager)
+}
+
 /// Everything stored, to show that a refused call changed nothing.
 async fn snapshot(manager: &Manager) -> String {
     let store = manager.store();
@@ -46,14 +59,7 @@ async fn snapshot(manager: &Manager) -> String {
 
 #[tokio::test]
 async fn an_expired_bootstrap_token_is_refused_by_registration_itself_and_then_swept() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(START);
-    let manager = manager(
-        &dir.path().join("nc.db"),
-        &clock,
-        vec![network("default", "10.1.1.0/24")],
-    )
-    .await;
+    let (_dir, clock, manager) = fresh("default", "10.1.1.0/24").await;
     let (token, stored) = manager
         .create_token(Some(Duration::from_secs(600)), false)
         .await
@@ -102,14 +108,7 @@ async fn an_expired_bootstrap_token_is_refused_by_registration_itself_and_then_s
 
 #[tokio::test]
 async fn a_single_use_token_is_refused_on_its_second_use() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(START);
-    let manager = manager(
-        &dir.path().join("nc.db"),
-        &clock,
-        vec![network("default", "10.1.1.0/24")],
-    )
-    .await;
+    let (_dir, _clock, manager) = fresh("default", "10.1.1.0/24").await;
     let (token, _) = manager.create_token(None, true).await.unwrap();
     manager
         .register(&token, "", "agent-a")
@@ -126,14 +125,7 @@ async fn a_single_use_token_is_refused_on_its_second_use() {
 #[tokio::test]
 async fn a_full_slash_24_reclaims_lost_nodes_least_recently_updated_first_and_never_connected_ones()
 {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(START);
-    let manager = manager(
-        &dir.path().join("nc.db"),
-        &clock,
-        vec![network("default", "10.1.1.0/24")],
-    )
-    .await;
+    let (_dir, clock, manager) = fresh("default", "10.1.1.0/24").await;
     let (token, _) = manager.create_token(None, false).await.unwrap();
 
     // 253 nodes fill 10.1.1.2-254 (.1 is the gateway and the server's own address).
@@ -297,14 +289,7 @@ async fn bindings_and_the_reserved_token_survive_a_restart_and_unregister_frees_
 
 #[tokio::test]
 async fn a_slash_16_takes_10000_registrations_with_distinct_addresses() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(START);
-    let manager = manager(
-        &dir.path().join("nc.db"),
-        &clock,
-        vec![network("big", "10.7.0.0/16")],
-    )
-    .await;
+    let (_dir, _clock, manager) = fresh("big", "10.7.0.0/16").await;
     let (token, _) = manager.create_token(None, false).await.unwrap();
     let started = Instant::now();
     let mut ips = HashSet::new();
@@ -331,14 +316,7 @@ async fn a_slash_16_takes_10000_registrations_with_distinct_addresses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweeper_deletes_expired_tokens_on_its_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(START);
-    let manager = manager(
-        &dir.path().join("nc.db"),
-        &clock,
-        vec![network("default", "10.1.1.0/24")],
-    )
-    .await;
+    let (_dir, clock, manager) = fresh("default", "10.1.1.0/24").await;
     manager
         .create_token(Some(Duration::from_secs(60)), false)
         .await
@@ -369,14 +347,7 @@ async fn issued_certificates_verify_against_their_own_plane_ca_only() {
     use rustls::pki_types::{CertificateDer, UnixTime};
     use rustls::server::WebPkiClientVerifier;
 
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(START);
-    let manager = manager(
-        &dir.path().join("nc.db"),
-        &clock,
-        vec![network("default", "10.1.1.0/24")],
-    )
-    .await;
+    let (dir, clock, manager) = fresh("default", "10.1.1.0/24").await;
     let (token, _) = manager.create_token(None, false).await.unwrap();
     let registered = manager.register(&token, "", "agent-a").await.unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -456,14 +427,7 @@ fn refusal(answer: Answer) -> (proto::ErrorCode, String) {
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_error_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(START);
-    let manager = manager(
-        &dir.path().join("nc.db"),
-        &clock,
-        vec![network("default", "10.1.1.0/24")],
-    )
-    .await;
+    let (_dir, _clock, manager) = fresh("default", "10.1.1.0/24").await;
     let (token, _) = manager.create_token(None, false).await.unwrap();
     manager.register(&token, "", "agent-a").await.unwrap();
     let before = snapshot(&manager).await;
@@ -647,14 +611,7 @@ async fn the_schema_is_versioned_in_wal_mode_and_a_newer_database_is_refused() {
 
 #[tokio::test]
 async fn a_node_token_says_hello_only_from_the_bus_node_that_registered_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(START);
-    let manager = manager(
-        &dir.path().join("nc.db"),
-        &clock,
-        vec![network("default", "10.1.1.0/24")],
-    )
-    .await;
+    let (_dir, clock, manager) = fresh("default", "10.1.1.0/24").await;
     let (token, _) = manager.create_token(None, false).await.unwrap();
     let binding = manager
         .register(&token, "", "agent-a")
@@ -709,14 +666,7 @@ async fn a_node_token_says_hello_only_from_the_bus_node_that_registered_it() {
 
 #[tokio::test]
 async fn a_bootstrap_lifetime_past_a_century_is_refused_in_favour_of_never() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(START);
-    let manager = manager(
-        &dir.path().join("nc.db"),
-        &clock,
-        vec![network("default", "10.1.1.0/24")],
-    )
-    .await;
+    let (_dir, _clock, manager) = fresh("default", "10.1.1.0/24").await;
     let error = manager
         .create_token(Some(Duration::from_secs(u64::MAX / 1000)), false)
         .await

@@ -109,25 +109,6 @@ async fn etcd_relay(name: &str, port: u16, endpoint: &str) -> atbus_relay::Relay
         .expect("the relay starts")
 }
 
-/// Polls `node state` through `relay` until the node is in `state`.
-fn wait_for_state(relay: &str, token: &str, state: &str, within: std::time::Duration) {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        let output = cli(relay, true, &["node", "state", token, "--output", "json"]);
-        let node: serde_json::Value =
-            serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
-        if node["state"] == state {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the node is not {state} within {within:?}: {node} {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_manager_and_agents_move_to_the_other_relay_when_theirs_goes() {
     let etcd = etcd::EtcdServer::new().await;

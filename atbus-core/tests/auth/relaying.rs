@@ -13,6 +13,20 @@ use crate::support::*;
 
 /// A relay accepting `token`, and two nodes `a` and `b` connected to it over `profile`.
 fn relayed(profile: LinkProfile) -> (World, NodeIndex, NodeIndex, NodeIndex) {
+    let (world, relay, a, b, _) = relayed_with_link(profile);
+    (world, relay, a, b)
+}
+
+/// [`relayed`], with the link of `b` to the relay.
+fn relayed_with_link(
+    profile: LinkProfile,
+) -> (
+    World,
+    NodeIndex,
+    NodeIndex,
+    NodeIndex,
+    atbus_core::sim::Link,
+) {
     let mut world = World::new(5);
     let shared = token(9);
     let relay = world.add(
@@ -24,16 +38,16 @@ fn relayed(profile: LinkProfile) -> (World, NodeIndex, NodeIndex, NodeIndex) {
     );
     let a = world.add("a", Default::default());
     let b = world.add("b", Default::default());
-    for node in [a, b] {
+    let [_, link_b] = [a, b].map(|node| {
         world.connect(
             node,
             relay,
             profile.clone(),
             ConnectOptions::new("relay", Credential::Token(shared.clone())),
-        );
-    }
+        )
+    });
     world.run_for(Duration::from_millis(100));
-    (world, relay, a, b)
+    (world, relay, a, b, link_b)
 }
 
 fn message(index: usize) -> Bytes {
@@ -505,41 +519,6 @@ fn a_relay_set_to_disconnect_closes_a_slow_consumer_only() {
     );
 }
 
-/// A relay and nodes `a` and `b` on it, returning the link of `b`.
-fn relayed_with_link() -> (
-    World,
-    NodeIndex,
-    NodeIndex,
-    NodeIndex,
-    atbus_core::sim::Link,
-) {
-    let mut world = World::new(17);
-    let shared = token(9);
-    let relay = world.add(
-        "relay",
-        AuthConfig {
-            relay: true,
-            ..accepting([shared.clone()])
-        },
-    );
-    let a = world.add("a", Default::default());
-    world.connect(
-        a,
-        relay,
-        datagram(5),
-        ConnectOptions::new("relay", Credential::Token(shared.clone())),
-    );
-    let b = world.add("b", Default::default());
-    let link = world.connect(
-        b,
-        relay,
-        datagram(5),
-        ConnectOptions::new("relay", Credential::Token(shared)),
-    );
-    world.run_for(Duration::from_millis(100));
-    (world, relay, a, b, link)
-}
-
 fn send_range(world: &mut World, from: NodeIndex, to: &str, range: std::ops::Range<usize>) {
     for index in range {
         world
@@ -564,7 +543,7 @@ fn indices(got: &[Bytes]) -> Vec<usize> {
 
 #[test]
 fn a_node_restarting_behind_the_relay_gets_streams_from_offset_zero_even_from_a_one_way_sender() {
-    let (mut world, relay, a, first_b, link) = relayed_with_link();
+    let (mut world, relay, a, first_b, link) = relayed_with_link(datagram(5));
     send_range(&mut world, a, "b", 0..5);
     world.run_for(Duration::from_millis(200));
     assert_eq!(world.node(first_b).messages_from("a").len(), 5);

@@ -246,3 +246,28 @@ pub fn cli_json(relay: &str, args: &[&str]) -> serde_json::Value {
     let text = cli_ok(relay, &args);
     serde_json::from_str(&text).unwrap_or_else(|error| panic!("{args:?} printed {text:?}: {error}"))
 }
+
+/// Polls `node state` through `relay` until the node is in `state` (a failing call counts as
+/// not yet: the manager may be moving between relays); returns what the last call said.
+pub fn wait_for_state(
+    relay: &str,
+    token: &str,
+    state: &str,
+    within: Duration,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let output = cli(relay, true, &["node", "state", token, "--output", "json"]);
+        let node: serde_json::Value =
+            serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+        if node["state"] == state {
+            return node;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node is not {state} within {within:?}: {node} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

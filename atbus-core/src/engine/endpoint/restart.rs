@@ -86,7 +86,14 @@ impl Endpoint {
             return true;
         }
         let tag = source_instance;
-        let peer = self.peers.entry(originator.to_string()).or_default();
+        // Looked up before it is created: this runs for every relayed frame.
+        if !self.peers.contains_key(originator) {
+            self.peers
+                .insert(originator.to_string(), Default::default());
+        }
+        let Some(peer) = self.peers.get_mut(originator) else {
+            return true;
+        };
         let known = peer.instance.as_deref().map(instance_tag);
         if known == Some(tag) {
             return true;

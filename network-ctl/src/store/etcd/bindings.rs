@@ -30,32 +30,44 @@ impl EtcdStore {
         }
     }
 
+    /// The network of `net_token` and, if there is one, the binding stored at `binding_key`
+    /// with the revision it was last changed at.
+    async fn read_stored(
+        &self,
+        net_token: &str,
+        binding_key: &str,
+    ) -> Result<(Network, Option<(StoredBinding, i64)>), ControlError> {
+        let read = self
+            .read(
+                "read a binding",
+                vec![
+                    TxnOp::get(self.keys.network(net_token), None),
+                    TxnOp::get(binding_key, None),
+                ],
+            )
+            .await?;
+        let network = self.network_of(net_token, &read, 0)?;
+        let stored = read
+            .first(1)
+            .map(|kv| Ok::<_, ControlError>((decode(binding_key, kv.value())?, kv.mod_revision())))
+            .transpose()?;
+        Ok((network, stored))
+    }
+
     pub(super) async fn read_binding(
         &self,
         net_token: &str,
         node_token: &str,
     ) -> Result<Option<Binding>, ControlError> {
         let binding_key = self.keys.binding(net_token, node_token);
-        let read = self
-            .read(
-                "read a binding",
-                vec![
-                    TxnOp::get(self.keys.network(net_token), None),
-                    TxnOp::get(binding_key.as_str(), None),
-                ],
+        let (network, stored) = self.read_stored(net_token, &binding_key).await?;
+        Ok(stored.map(|(stored, _)| {
+            stored.into_binding(
+                net_token.to_string(),
+                node_token.to_string(),
+                network.cidr.prefix(),
             )
-            .await?;
-        let network = self.network_of(net_token, &read, 0)?;
-        read.first(1)
-            .map(|kv| {
-                let stored: StoredBinding = decode(&binding_key, kv.value())?;
-                Ok(stored.into_binding(
-                    net_token.to_string(),
-                    node_token.to_string(),
-                    network.cidr.prefix(),
-                ))
-            })
-            .transpose()
+        }))
     }
 
     pub(super) async fn read_bindings(
@@ -173,23 +185,13 @@ impl EtcdStore {
         }
         let binding_key = self.keys.binding(net_token, node_token);
         for _ in 0..ATTEMPTS {
-            let read = self
-                .read(
-                    "read a binding",
-                    vec![
-                        TxnOp::get(self.keys.network(net_token), None),
-                        TxnOp::get(binding_key.as_str(), None),
-                    ],
-                )
-                .await?;
-            let network = self.network_of(net_token, &read, 0)?;
-            let Some(kv) = read.first(1) else {
+            let (network, stored) = self.read_stored(net_token, &binding_key).await?;
+            let Some((stored, revision)) = stored else {
                 return Err(ControlError::UnknownNode {
                     node_token: node_token.to_string(),
                     net_token: net_token.to_string(),
                 });
             };
-            let stored: StoredBinding = decode(&binding_key, kv.value())?;
             let address_key = self.keys.address(net_token, stored.ip);
             // The address key goes with the binding if it is this node's (it always is, unless
             // someone edited etcd by hand).
@@ -204,7 +206,7 @@ impl EtcdStore {
                 .when([Compare::mod_revision(
                     binding_key.as_str(),
                     CompareOp::Equal,
-                    kv.mod_revision(),
+                    revision,
                 )])
                 .and_then([
                     TxnOp::delete(binding_key.as_str(), None),
@@ -243,23 +245,13 @@ impl EtcdStore {
     ) -> Result<Binding, ControlError> {
         let binding_key = self.keys.binding(net_token, node_token);
         for _ in 0..ATTEMPTS {
-            let read = self
-                .read(
-                    "read a binding",
-                    vec![
-                        TxnOp::get(self.keys.network(net_token), None),
-                        TxnOp::get(binding_key.as_str(), None),
-                    ],
-                )
-                .await?;
-            let network = self.network_of(net_token, &read, 0)?;
-            let Some(kv) = read.first(1) else {
+            let (network, stored) = self.read_stored(net_token, &binding_key).await?;
+            let Some((old, revision)) = stored else {
                 return Err(ControlError::UnknownNode {
                     node_token: node_token.to_string(),
                     net_token: net_token.to_string(),
                 });
             };
-            let old: StoredBinding = decode(&binding_key, kv.value())?;
             let mut new = old.clone();
             if let Some(state) = update.state {
                 new.state = state.as_i64();
@@ -288,7 +280,7 @@ impl EtcdStore {
                 .when([Compare::mod_revision(
                     binding_key.as_str(),
                     CompareOp::Equal,
-                    kv.mod_revision(),
+                    revision,
                 )])
                 .and_then([TxnOp::put(binding_key.as_str(), value.clone(), None)]);
             let response = self.txn("update a binding", txn).await?;

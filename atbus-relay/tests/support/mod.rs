@@ -1,0 +1,44 @@
+//! What the relay's integration tests share: the bus token, a node connected to a relay, and
+//! receiving with a deadline.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use atbus_core::engine::Token;
+use atbus_core::runtime::{Message, Node};
+
+/// The token every relay and node of a test shares.
+pub const TOKEN: &str = "the relay tests' shared token";
+
+/// [`TOKEN`] as a token.
+pub fn token() -> Token {
+    Token::new(TOKEN).expect("long enough")
+}
+
+/// Node `name`, connected (authenticated) to the relay at `relay`: until then nothing can be
+/// routed to it, and a sender would get NoRoute.
+pub async fn node(name: &str, relay: &str) -> Node {
+    let node = Node::builder()
+        .name(name)
+        .token(token())
+        .relay(relay)
+        .start()
+        .await
+        .expect("node starts");
+    for _ in 0..500 {
+        if node.connection_info().iter().any(|c| c.peer.is_some()) {
+            return node;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{name} did not connect to the relay at {relay} within 10 s");
+}
+
+/// The next message of `node`, within 10 s.
+pub async fn recv(node: &Node) -> Message {
+    tokio::time::timeout(Duration::from_secs(10), node.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{} got no message within 10 s", node.name()))
+        .expect("running")
+}
