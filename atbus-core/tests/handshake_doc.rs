@@ -804,7 +804,10 @@ fn the_engine_starts_over_when_the_documented_client_comes_back_with_another_ins
         );
         assert!(close_reasons(&drain(&mut relay, now)).is_empty());
 
-        // client-1 restarted: the same name and token, another instance, no peer_instance.
+        // client-1 restarted: the same name and token, another instance, no peer_instance. The
+        // old connection has been silent for 8 s (over 1.5 keep-alive intervals): the old
+        // instance is gone, so this is a restart and not a second node taking the name.
+        let now = now + Duration::from_secs(8);
         let mut hello = example_hello();
         hello.nonce = (0x40..0x50).collect::<Vec<u8>>().into();
         hello.instance = (0xc0..0xc8).collect::<Vec<u8>>().into();

@@ -88,6 +88,9 @@ pub(crate) struct Peer {
     /// The relay the peer advertises, when this node prefers it to its own: frames to the peer
     /// go there while it is connected.
     pub preferred_relay: Option<String>,
+    /// When a hello of another instance claimed the peer's name and this endpoint pinged the
+    /// peer to learn whether it is still alive (see `endpoint/handshake/claim.rs`).
+    pub name_probe: Option<Instant>,
 }
 
 impl Peer {

@@ -36,6 +36,9 @@ pub struct EngineStats {
     pub invalid_frames: u64,
     /// Frames whose source was not the connection's peer, or whose destination was not us.
     pub misaddressed_frames: u64,
+    /// Frames without a body (the 6-byte empty frame, or a body from a later version): ignored
+    /// in every phase of a connection (`docs/protocol.md` 2.9).
+    pub bodiless_frames: u64,
     /// Packets whose content broke the protocol's rules.
     pub invalid_packets: u64,
     /// Acknowledgements of units never sent.

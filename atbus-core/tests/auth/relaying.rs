@@ -555,7 +555,7 @@ fn a_node_restarting_behind_the_relay_gets_streams_from_offset_zero_even_from_a_
     world.run_for(Duration::from_millis(3));
     world.net.kill(link, false);
     let b = world.add("b", Default::default());
-    world.connect(
+    world.connect_as_restart(
         b,
         relay,
         datagram(5),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use atbus_core::engine::{AuthConfig, ConnectOptions, Credential, Event, MessageMeta};
+use atbus_core::engine::{AuthConfig, AuthFailure, ConnectOptions, Credential, Event, MessageMeta};
 use atbus_core::sim::NodeIndex;
 use bytes::Bytes;
 
@@ -97,7 +97,7 @@ fn a_restarted_client_is_heard_from_offset_zero_and_gets_what_was_pending_for_it
         .expect("queued");
 
     let second = world.add("client", AuthConfig::default());
-    world.connect(second, server, stream(5), options());
+    world.connect_as_restart(second, server, stream(5), options());
     send(&mut world, second, "server", 100..103);
     world.run_for(Duration::from_secs(1));
     let server_node = world.node(server);
@@ -114,4 +114,58 @@ fn a_restarted_client_is_heard_from_offset_zero_and_gets_what_was_pending_for_it
         world.node(second).messages_from("server"),
         vec![Bytes::from("while you were away")]
     );
+}
+
+#[test]
+fn a_second_live_node_claiming_a_taken_name_is_refused_and_the_holder_keeps_its_streams() {
+    for profile in [stream(5), datagram(5)] {
+        let mut world = World::new(72);
+        let server = world.add("server", accepting([token(1)]));
+        let holder = world.add("client", AuthConfig::default());
+        world.connect(holder, server, profile.clone(), options());
+        send(&mut world, holder, "server", 0..3);
+        world.run_for(Duration::from_millis(100));
+
+        // A second node named "client" (its own instance), while the first is alive. It tries
+        // again 2 s later: the holder answered the server's ping meanwhile, so again no.
+        let intruder = world.add("client", AuthConfig::default());
+        for _ in 0..2 {
+            let claim = world.connect(intruder, server, profile.clone(), options());
+            world.run_for(Duration::from_millis(200));
+            assert_eq!(
+                world
+                    .node(server)
+                    .handshake_failure(claim.b_connection)
+                    .map(|(failure, _)| failure),
+                Some(AuthFailure::NameTaken),
+                "{profile:?}: the server refuses the claim"
+            );
+            assert_eq!(
+                world.node(intruder).handshake_failure(claim.a_connection),
+                Some((AuthFailure::RefusedByPeer, 3)),
+                "{profile:?}: the newcomer is told UNAUTHORIZED"
+            );
+            world.run_for(Duration::from_secs(2));
+        }
+
+        send(&mut world, holder, "server", 3..6);
+        world.run_for(Duration::from_millis(200));
+        let server_node = world.node(server);
+        assert!(
+            !server_node
+                .events
+                .iter()
+                .any(|event| matches!(event, Event::PeerRestarted { .. })),
+            "{profile:?}: the holder was never taken as restarted"
+        );
+        assert_eq!(
+            server_node.messages_from("client"),
+            (0..6).map(message).collect::<Vec<_>>(),
+            "{profile:?}: the holder's stream went on where it was"
+        );
+        assert_eq!(
+            server_node.endpoint.stats().auth_failures[&AuthFailure::NameTaken],
+            2
+        );
+    }
 }

@@ -232,6 +232,31 @@ impl World {
         link
     }
 
+    /// Connects `client` as the restart of a node whose old connection to `server` vanished
+    /// without a word (killed silently a moment ago): the server cannot tell a crash from a
+    /// second node yet, so the first hello is refused with `name_taken` and the server pings
+    /// the old instance; that ping goes unanswered, and the redial after the probe timeout is
+    /// accepted as the restart. Returns the accepted link.
+    pub fn connect_as_restart(
+        &mut self,
+        client: NodeIndex,
+        server: NodeIndex,
+        profile: LinkProfile,
+        options: ConnectOptions,
+    ) -> Link {
+        let refused = self.connect(client, server, profile.clone(), options.clone());
+        self.run_for(Duration::from_millis(200));
+        assert_eq!(
+            self.node(server)
+                .handshake_failure(refused.b_connection)
+                .map(|(failure, _)| failure),
+            Some(AuthFailure::NameTaken),
+            "the claim is refused while the old instance may be alive"
+        );
+        self.run_for(Duration::from_secs(1));
+        self.connect(client, server, profile, options)
+    }
+
     /// A link on which only `server` runs the engine (it accepts); `attacker` sends raw bytes.
     pub fn raw_link(
         &mut self,

@@ -50,11 +50,14 @@ pub enum AuthFailure {
     WrongPeer,
     /// Connecting side: the accepting side refused the handshake (its reason is in the event).
     RefusedByPeer,
+    /// The hello's name is held by another instance whose connection is alive: a second node
+    /// with the same name, not a restart (`docs/protocol.md` 8.3).
+    NameTaken,
 }
 
 impl AuthFailure {
     /// Every variant, in order.
-    pub const ALL: [AuthFailure; 21] = [
+    pub const ALL: [AuthFailure; 22] = [
         AuthFailure::Malformed,
         AuthFailure::Oversized,
         AuthFailure::UnsupportedVersion,
@@ -76,6 +79,7 @@ impl AuthFailure {
         AuthFailure::BadPeerProof,
         AuthFailure::WrongPeer,
         AuthFailure::RefusedByPeer,
+        AuthFailure::NameTaken,
     ];
 
     /// A short name for metrics labels and close reasons, e.g. `bad_proof`.
@@ -102,6 +106,7 @@ impl AuthFailure {
             AuthFailure::BadPeerProof => "bad_peer_proof",
             AuthFailure::WrongPeer => "wrong_peer",
             AuthFailure::RefusedByPeer => "refused_by_peer",
+            AuthFailure::NameTaken => "name_taken",
         }
     }
 
@@ -131,6 +136,7 @@ impl AuthFailure {
             AuthFailure::BadPeerProof => "the accepting side's proof did not check",
             AuthFailure::WrongPeer => "the accepting side is not the node asked for",
             AuthFailure::RefusedByPeer => "the accepting side refused the handshake",
+            AuthFailure::NameTaken => "the name is held by another live instance",
         }
     }
 }

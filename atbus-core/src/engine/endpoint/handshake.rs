@@ -12,6 +12,7 @@
 
 mod accept;
 mod authorize;
+mod claim;
 mod connect;
 
 use std::time::{Duration, Instant};

@@ -136,6 +136,13 @@ impl Endpoint {
         if state.closing.is_some() {
             return;
         }
+        // A frame without a body carries nothing this version understands: ignored, whoever
+        // sent it and whatever the connection's phase (it neither counts as a hello nor breaks
+        // a rule of 8.7).
+        if frame.body.is_none() {
+            self.stats.bodiless_frames += 1;
+            return;
+        }
         let is_handshake = matches!(&frame.body,
             Some(Body::Packet(packet)) if packet.stream_id == HANDSHAKE_STREAM);
         if is_handshake || !state.is_established() {
@@ -152,6 +159,13 @@ impl Endpoint {
         if !(is_ping && head.source.is_empty()) {
             if !self.authorize(now, connection, &head, frame.body.as_ref()) {
                 return;
+            }
+            // A frame from the authenticated peer after our accept, for us or to forward: the
+            // address it came from is its own.
+            if let Some(state) = self.connections.get_mut(&connection) {
+                if state.unvalidated_sent > 0 {
+                    state.validated = true;
+                }
             }
             if head.destination != self.name {
                 let routable = matches!(frame.body, Some(Body::Packet(_) | Body::Acknowledge(_)));

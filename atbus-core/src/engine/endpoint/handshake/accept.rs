@@ -5,14 +5,15 @@ use std::time::Instant;
 
 use atbus_proto::handshake::handshake_message::Body as HandshakeBody;
 use atbus_proto::handshake::{AtbusAuthMode, AtbusHandshakeRole, HandshakeAccept, HandshakeHello};
-use atbus_proto::protocol::MessageHead;
-use bytes::Bytes;
+use atbus_proto::protocol::frame_message::Body;
+use atbus_proto::protocol::{FrameMessage, MessageHead, PingData};
+use bytes::{Bytes, BytesMut};
 
 use crate::engine::auth::proof::{self};
 use crate::engine::auth::replay::Remembered;
 use crate::engine::auth::ticket::{Ticket, TicketOrigin};
 use crate::engine::auth::{AuthFailure, IdentityKind, PeerIdentity, valid_name};
-use crate::engine::config::ConnectionParams;
+use crate::engine::config::{ConnectionKind, ConnectionParams};
 use crate::engine::connection::{Connection, Phase};
 use crate::engine::endpoint::Endpoint;
 use crate::engine::endpoint::restart::instance_tag;
@@ -71,6 +72,15 @@ impl Endpoint {
         wire_len: usize,
     ) -> Result<(), AuthFailure> {
         let checked = self.check_hello(now, &head, &hello)?;
+        // The last rule: a second live node may not take a name (a restart may).
+        if self.name_held_by_live_instance(now, &checked.name, &hello.instance) {
+            tracing::warn!(
+                connection = connection.0,
+                peer = %checked.name,
+                "a second node claims a name held by a live instance: the newcomer is refused"
+            );
+            return Err(AuthFailure::NameTaken);
+        }
         let now_ms = self.auth.unix_ms(now);
         let window_ms = i64::try_from(self.config.auth.timestamp_window.as_millis()).unwrap_or(0);
         // An anonymous hello proves nothing, so there is nothing a replay could steal.
@@ -363,6 +373,7 @@ impl Endpoint {
         connection: ConnectionId,
         early_data_accepted: bool,
     ) {
+        let timepoint = self.timepoint(self.clock);
         let Some(state) = self.connections.get_mut(&connection) else {
             return;
         };
@@ -372,6 +383,33 @@ impl Endpoint {
         let Some(identity) = state.identity.clone() else {
             return;
         };
+        // The handshake validates the address (no byte budget after it, `docs/protocol.md`
+        // 8.7): a stream transport proved it with its own handshake, and a proof over a fresh
+        // nonce cannot come from a replay. An anonymous hello over datagrams proves nothing: a
+        // ping rides with the accept, and the pong validates the address.
+        if state.params.kind == ConnectionKind::Stream
+            || !matches!(identity.kind, IdentityKind::Anonymous)
+        {
+            state.validated = true;
+        } else if state.last_ping.is_none() {
+            state.ping_sequence += 1;
+            state.last_ping = Some(self.clock);
+            let ping = FrameMessage {
+                head: Some(MessageHead {
+                    source: self.name.clone(),
+                    destination: identity.name.clone(),
+                    ..Default::default()
+                }),
+                body: Some(Body::Ping(PingData {
+                    sequence: state.ping_sequence,
+                    timepoint_microseconds: timepoint,
+                })),
+            };
+            let mut wire = BytesMut::new();
+            if self.codec.encode(&ping, &mut wire).is_ok() {
+                state.outbox.push(wire.freeze());
+            }
+        }
         self.note_instance(&identity.name, instance, connection);
         tracing::debug!(
             connection = connection.0,
