@@ -3,8 +3,10 @@
 //! `NAME.content.txt`, the `packet_content` their content holds.
 //!
 //! These tests prove, for every vector, that our encoder writes exactly its bytes, our decoder
-//! reads exactly its message, protoc (an independent protobuf implementation) agrees with both,
-//! and Python's `zlib.crc32` (an independent CRC-32) agrees with its trailer.
+//! reads exactly its message, protoc (an independent protobuf implementation) agrees with both
+//! (it decodes the body to `NAME.txt` and encodes `NAME.txt` back to the body byte for byte, and
+//! likewise for the content), and Python's `zlib.crc32` (an independent CRC-32) agrees with its
+//! trailer.
 //!
 //! Regenerate the files after a deliberate change to a vector with
 //! `ATBUS_BLESS_VECTORS=1 cargo test -p atbus-proto --test golden_vectors`, and review the diff.
@@ -20,8 +22,8 @@ use atbus_proto::protocol::frame_message::Body;
 use atbus_proto::protocol::packet_content::FragmentType;
 use atbus_proto::protocol::{
     AcknowledgeData, AtbusCloseReason, AtbusPacketFlagType, AtbusPacketFragmentFlagType,
-    CloseReasonData, ForwardData, FrameMessage, MessageHead, PacketContent, PacketData,
-    PacketOptions, PingData, StreamAcknowledge,
+    CloseReasonData, FrameMessage, MessageHead, PacketContent, PacketData, PacketOptions, PingData,
+    StreamAcknowledge,
 };
 use atbus_proto::{CHECKSUM_LEN, Decoded, FrameCodec, PROTOCOL_VERSION};
 use bytes::{Bytes, BytesMut};
@@ -78,7 +80,7 @@ fn vectors() -> Vec<(&'static str, FrameMessage)> {
     };
     let labelled = FragmentType {
         packet_type: 101,
-        data: Bytes::from_static(b"{\"op\":\"echo\"}"),
+        data: Bytes::from_static(b"{\"op\":\"echo\",\"text\":\"hello from node-a\"}"),
         options: Some(PacketOptions {
             request_id: 7,
             ..Default::default()
@@ -87,13 +89,7 @@ fn vectors() -> Vec<(&'static str, FrameMessage)> {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        forward_for: Some(ForwardData {
-            source: "node-a".into(),
-            scheme: "tcp".into(),
-            address: "192.0.2.7".into(),
-            port: 7800,
-            connection_id: 42,
-        }),
+        // Field 6 (forward_for) is not set: relays never fill it (docs/protocol.md 5.9).
         ..Default::default()
     };
     let closing = FragmentType {
@@ -168,7 +164,11 @@ fn vectors() -> Vec<(&'static str, FrameMessage)> {
                     destination: "node-b".into(),
                     forward_for_source: "node-a".into(),
                     forward_for_connection_id: 42,
-                    ..Default::default()
+                    // The first relay counts itself.
+                    hop_count: 1,
+                    // node-a's instance a0 a1 a2 a3 …, and node-b's b0 b1 b2 b3 …
+                    source_instance: u32::from_le_bytes([0xa0, 0xa1, 0xa2, 0xa3]),
+                    destination_instance: u32::from_le_bytes([0xb0, 0xb1, 0xb2, 0xb3]),
                 }),
                 3,
                 128,
@@ -188,6 +188,20 @@ fn vectors() -> Vec<(&'static str, FrameMessage)> {
                     | AtbusPacketFlagType::FinishConnection as i32,
                 &PacketContent {
                     fragment: vec![closing],
+                },
+            ),
+        ),
+        (
+            // The message "hello, world" (units 0–12) from offset 7: "world" with HAS_MORE,
+            // then a fragment holding only the message's end, unit 12 (docs/protocol.md 5.3).
+            "end_of_message_alone",
+            packet(
+                head("node-a", "node-b"),
+                1,
+                7,
+                0,
+                &PacketContent {
+                    fragment: vec![fragment(b"world", has_more), fragment(b"", 0)],
                 },
             ),
         ),
@@ -249,7 +263,7 @@ fn every_vector_encodes_to_its_bytes_and_decodes_to_its_message() {
     let codec = FrameCodec::default();
     let dir = frames_dir();
     let vectors = vectors();
-    assert!(vectors.len() >= 8);
+    assert!(vectors.len() >= 9);
     for (name, message) in vectors {
         let mut encoded = BytesMut::new();
         codec.encode(&message, &mut encoded).expect("encode");
@@ -295,8 +309,13 @@ fn protoc_decodes_every_vector_to_its_txt_and_encodes_the_txt_back() {
             String::from_utf8_lossy(&decoded),
             String::from_utf8_lossy(&txt)
         );
-        // protoc's own encoding of the text decodes, with our types, to the vector's message.
+        // protoc's own encoding of the text is the vector's body, byte for byte, and decodes,
+        // with our types, to the vector's message.
         let reencoded = protoc(&["--encode=atbus.protocol.frame_message"], &txt);
+        assert!(
+            reencoded == body,
+            "{name}: protoc --encode of {name}.txt differs from the body of {name}.frame"
+        );
         let ours = decode_one(&codec, &frame);
         assert_eq!(
             FrameMessage::decode(&reencoded[..]).expect("protoc's bytes decode"),
@@ -312,6 +331,11 @@ fn protoc_decodes_every_vector_to_its_txt_and_encodes_the_txt_back() {
                     printed == expected,
                     "{name}: content decodes to\n{}",
                     String::from_utf8_lossy(&printed)
+                );
+                let reencoded = protoc(&["--encode=atbus.protocol.packet_content"], &expected);
+                assert!(
+                    reencoded[..] == content[..],
+                    "{name}: protoc --encode of {name}.content.txt differs from the content"
                 );
             }
             None => assert!(!content_path.exists(), "{name}: stray .content.txt"),
