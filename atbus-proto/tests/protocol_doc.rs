@@ -420,3 +420,129 @@ fn a_fixed32_instance_tag_is_four_little_endian_bytes_as_section_1_4_shows() {
     assert_eq!(hops(1), [0x28, 0x01]);
     assert_eq!(hops(u32::MAX), [0x28, 0xff, 0xff, 0xff, 0xff, 0x0f]);
 }
+
+/// The `NAME (N bytes):` hex blocks and `NAME (N characters):` text lines inside the code blocks of
+/// a section, by name, their sizes checked.
+fn named_values(doc: &str, number: &str) -> Vec<(String, Vec<u8>)> {
+    let mut values: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut in_code = false;
+    // The value being read: its name, its size, and whether it is text.
+    let mut current: Option<(String, usize, bool)> = None;
+    for line in section(doc, number) {
+        if line.starts_with("```") {
+            in_code = !in_code;
+            current = None;
+            continue;
+        }
+        if !in_code {
+            continue;
+        }
+        if let Some((name, size)) = line
+            .strip_suffix(" bytes):")
+            .and_then(|head| head.rsplit_once(" ("))
+        {
+            let size = size.parse().expect("a size");
+            current = Some((name.to_string(), size, false));
+            values.push((name.to_string(), Vec::new()));
+        } else if let Some((name, size)) = line
+            .strip_suffix(" characters):")
+            .and_then(|head| head.rsplit_once(" ("))
+        {
+            let size = size.parse().expect("a size");
+            current = Some((name.to_string(), size, true));
+            values.push((name.to_string(), Vec::new()));
+        } else if line.trim().is_empty() {
+            current = None;
+        } else if let Some((name, _, text)) = &current {
+            let value = &mut values.last_mut().expect("a value").1;
+            if *text {
+                value.extend_from_slice(line.as_bytes());
+            } else {
+                for token in line.split_whitespace() {
+                    value.push(u8::from_str_radix(token, 16).unwrap_or_else(|_| {
+                        panic!("section {number}, {name}: {token:?} is not a hex byte")
+                    }));
+                }
+            }
+        }
+        if let Some((name, size, _)) = &current {
+            let value = &values.last().expect("a value").1;
+            assert!(
+                value.len() <= *size,
+                "section {number}, {name}: more than {size} bytes"
+            );
+        }
+    }
+    values
+}
+
+fn value<'a>(values: &'a [(String, Vec<u8>)], prefix: &str) -> &'a [u8] {
+    values
+        .iter()
+        .find(|(name, _)| name.starts_with(prefix))
+        .map(|(_, value)| value.as_slice())
+        .unwrap_or_else(|| panic!("no value named {prefix}…"))
+}
+
+/// HMAC-SHA256 by Python's `hmac` (an implementation independent of ours).
+fn python_hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import hashlib, hmac, sys\n\
+             key, message = bytes.fromhex(sys.argv[1]), bytes.fromhex(sys.argv[2])\n\
+             print(hmac.new(key, message, hashlib.sha256).hexdigest())",
+        )
+        .arg(hex(key))
+        .arg(hex(message))
+        .output()
+        .unwrap_or_else(|err| {
+            panic!("cannot run python3: {err}; install python3 (scripts/test does)")
+        });
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).expect("hex");
+    let text = text.trim();
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn a_hex_token_is_keyed_by_its_ascii_digits_as_section_8_1_says() {
+    let doc = protocol_doc();
+    let values = named_values(&doc, "8.1");
+    let token = value(&values, "development token as printed");
+    let key = value(&values, "key");
+    let proof = value(&values, "hello proof");
+    let not_the_proof = value(&values, "not the proof");
+    assert_eq!(token.len(), 64);
+    assert!(token.iter().all(u8::is_ascii_hexdigit));
+    // The key is the 64 characters as configured, not the 32 bytes they spell.
+    assert_eq!(key, token, "the key is the token's ASCII bytes");
+    let spelled: Vec<u8> = token
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+        .collect();
+    assert_eq!(spelled.len(), 32);
+
+    let example_values = named_values(&doc, "8.6");
+    let transcript = value(&example_values, "hello transcript");
+    assert_eq!(transcript.len(), 108);
+    assert_eq!(python_hmac_sha256(key, transcript), proof);
+    assert_eq!(python_hmac_sha256(&spelled, transcript), not_the_proof);
+    assert_ne!(proof, not_the_proof);
+    // The same transcript under the 8.6 example's token gives 8.6's hello proof: the transcript
+    // read here is the one the worked example signs.
+    let example = value(&example_values, "token");
+    assert_eq!(example, b"atbus example token, 32 bytes!!!");
+    assert_eq!(
+        python_hmac_sha256(example, transcript),
+        value(&example_values, "hello proof")
+    );
+}
