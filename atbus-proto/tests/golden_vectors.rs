@@ -63,6 +63,21 @@ fn packet(
     }
 }
 
+/// A notice from relay-1 to node-a about frames for `destination` (stream -3): not stream data,
+/// so no timepoint.
+fn routing_notice(destination: &str, packet: PacketData) -> FrameMessage {
+    FrameMessage {
+        head: Some(MessageHead {
+            source: "relay-1".into(),
+            destination: "node-a".into(),
+            forward_for_source: destination.into(),
+            hop_count: 1,
+            ..Default::default()
+        }),
+        body: Some(Body::Packet(packet)),
+    }
+}
+
 fn fragment(data: &[u8], fragment_flag: i32) -> FragmentType {
     FragmentType {
         data: Bytes::copy_from_slice(data),
@@ -205,6 +220,41 @@ fn vectors() -> Vec<(&'static str, FrameMessage)> {
                 },
             ),
         ),
+        (
+            // A relay's routing notice (docs/protocol.md 5.9): no route to node-c.
+            "no_route_notice",
+            routing_notice(
+                "node-c",
+                PacketData {
+                    stream_id: -3,
+                    content: PacketContent {
+                        fragment: vec![FragmentType {
+                            close_reason: Some(CloseReasonData {
+                                code: AtbusCloseReason::RouterNotFound as i32,
+                                message: "relay relay-1 knows no route to node-c".into(),
+                            }),
+                            ..Default::default()
+                        }],
+                    }
+                    .encode_to_vec()
+                    .into(),
+                    flags: AtbusPacketFlagType::FinishStream as i32,
+                    ..Default::default()
+                },
+            ),
+        ),
+        (
+            // A relay's routing notice: frames to node-b must fit 548 bytes once stamped.
+            "frame_too_large_notice",
+            routing_notice(
+                "node-b",
+                PacketData {
+                    stream_id: -3,
+                    stream_offset: 548,
+                    ..Default::default()
+                },
+            ),
+        ),
         ("empty_body", FrameMessage::default()),
         (
             "large_65000",
@@ -263,7 +313,7 @@ fn every_vector_encodes_to_its_bytes_and_decodes_to_its_message() {
     let codec = FrameCodec::default();
     let dir = frames_dir();
     let vectors = vectors();
-    assert!(vectors.len() >= 9);
+    assert!(vectors.len() >= 11);
     for (name, message) in vectors {
         let mut encoded = BytesMut::new();
         codec.encode(&message, &mut encoded).expect("encode");
