@@ -21,15 +21,17 @@ use std::time::{Duration, Instant};
 use atbus_core::engine::{
     ConnectionId, ConnectionParams, Endpoint, EngineConfig, Event, Token, Transmit,
 };
+use atbus_outside::handshake::{handshake_frame, padded_hello_frame};
+use atbus_outside::transcript::{
+    accept_transcript, confirm_transcript, hello_transcript, hmac_sha256, resume_transcript,
+};
 use atbus_proto::handshake::handshake_message::Body as HandshakeBody;
 use atbus_proto::handshake::{HandshakeAccept, HandshakeConfirm, HandshakeHello, HandshakeMessage};
 use atbus_proto::protocol::frame_message::Body;
-use atbus_proto::protocol::packet_content::FragmentType;
-use atbus_proto::protocol::{FrameMessage, MessageHead, PacketContent, PacketData};
+use atbus_proto::protocol::{FrameMessage, MessageHead, PacketContent};
 use atbus_proto::{Decoded, FrameCodec};
 use bytes::{Bytes, BytesMut};
 use prost::Message;
-use ring::hmac;
 
 /// The inputs of the example, as the table of section 8.6 gives them.
 const TOKEN: &[u8] = b"atbus example token, 32 bytes!!!";
@@ -115,67 +117,8 @@ fn value<'a>(values: &'a BTreeMap<String, Vec<u8>>, name: &str) -> &'a [u8] {
         .unwrap_or_else(|| panic!("section 8.6 has no block `{name} (N bytes):`"))
 }
 
-// ---- Section 8.4, by hand ----
-
-fn lp(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&u32::try_from(bytes.len()).unwrap().to_be_bytes());
-    out.extend_from_slice(bytes);
-}
-
-fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
-    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), message)
-        .as_ref()
-        .to_vec()
-}
-
-fn hello_transcript(hello: &HandshakeHello) -> Vec<u8> {
-    let parameters = hello.parameters.unwrap_or_default();
-    let mut out = b"atbus-hello/1".to_vec();
-    out.extend_from_slice(&hello.protocol_version.to_be_bytes());
-    out.push(hello.mode.to_be_bytes()[3]);
-    out.push(hello.role.to_be_bytes()[3]);
-    lp(&mut out, hello.source.as_bytes());
-    lp(&mut out, hello.destination.as_bytes());
-    lp(&mut out, &hello.nonce);
-    out.extend_from_slice(&hello.timestamp_milliseconds.to_be_bytes());
-    out.extend_from_slice(&hello.stream_id.to_be_bytes());
-    out.push(parameters.kind.to_be_bytes()[3]);
-    out.extend_from_slice(&parameters.mtu.to_be_bytes());
-    out.push(u8::from(hello.early_data));
-    lp(&mut out, &hello.ticket);
-    lp(&mut out, &hello.instance);
-    lp(&mut out, &hello.peer_instance);
-    out
-}
-
-fn accept_transcript(hello_proof: &[u8], hello_nonce: &[u8], accept: &HandshakeAccept) -> Vec<u8> {
-    let mut out = b"atbus-accept/1".to_vec();
-    lp(&mut out, hello_proof);
-    lp(&mut out, hello_nonce);
-    lp(&mut out, accept.source.as_bytes());
-    lp(&mut out, accept.destination.as_bytes());
-    lp(&mut out, &accept.nonce);
-    out.push(u8::from(accept.early_data_accepted));
-    out.push(u8::from(accept.confirm_required));
-    out.push(accept.role.to_be_bytes()[3]);
-    lp(&mut out, &accept.ticket);
-    out.extend_from_slice(&accept.ticket_lifetime_seconds.to_be_bytes());
-    lp(&mut out, &accept.instance);
-    out
-}
-
-fn confirm_transcript(accept_proof: &[u8]) -> Vec<u8> {
-    let mut out = b"atbus-confirm/1".to_vec();
-    lp(&mut out, accept_proof);
-    out
-}
-
-fn resume_transcript(hello_proof: &[u8], accept_nonce: &[u8]) -> Vec<u8> {
-    let mut out = b"atbus-resume/1".to_vec();
-    lp(&mut out, hello_proof);
-    lp(&mut out, accept_nonce);
-    out
-}
+// ---- Section 8.4 and the frames of 8.2, by hand: `atbus-outside`, which knows nothing of the
+// engine ----
 
 /// The hello of the example (padding aside).
 fn example_hello() -> HandshakeHello {
@@ -346,49 +289,6 @@ fn handshake_of(name: &str, frame: &FrameMessage) -> (MessageHead, HandshakeBody
     assert!(fragment.forward_for.is_none() && fragment.close_reason.is_none());
     let message = HandshakeMessage::decode(fragment.data.clone()).expect("handshake_message");
     (head, message.body.expect("a member of the oneof"))
-}
-
-/// A handshake frame built by hand as section 8.2 says: the message as the data of the one
-/// HANDSHAKE fragment of a packet on stream -2 with flag TLS_HANDSHAKE.
-fn handshake_frame(source: &str, destination: &str, body: HandshakeBody) -> Bytes {
-    let message = HandshakeMessage { body: Some(body) };
-    let frame = FrameMessage {
-        head: Some(MessageHead {
-            source: source.into(),
-            destination: destination.into(),
-            ..Default::default()
-        }),
-        body: Some(Body::Packet(PacketData {
-            stream_id: -2,
-            content: PacketContent {
-                fragment: vec![FragmentType {
-                    packet_type: 2,
-                    data: message.encode_to_vec().into(),
-                    ..Default::default()
-                }],
-            }
-            .encode_to_vec()
-            .into(),
-            flags: 8,
-            ..Default::default()
-        })),
-    };
-    let mut wire = BytesMut::new();
-    FrameCodec::default().encode(&frame, &mut wire).unwrap();
-    wire.freeze()
-}
-
-/// A hello frame padded as section 8.2 says: framed without padding (n bytes), then, if n < 384,
-/// framed again with 384 - n zero bytes of padding.
-fn padded_hello_frame(hello: &HandshakeHello) -> Bytes {
-    let mut hello = hello.clone();
-    hello.padding = Bytes::new();
-    let (source, destination) = (hello.source.clone(), hello.destination.clone());
-    let unpadded = handshake_frame(&source, &destination, HandshakeBody::Hello(hello.clone()));
-    if unpadded.len() < 384 {
-        hello.padding = vec![0; 384 - unpadded.len()].into();
-    }
-    handshake_frame(&source, &destination, HandshakeBody::Hello(hello))
 }
 
 /// The hello signed by hand with the example's token.
