@@ -121,6 +121,9 @@ pub(crate) struct Connection {
     pub validated: bool,
     /// Bytes sent while not validated.
     pub unvalidated_sent: usize,
+    /// The handshake proved the address: the connection is validated as soon as the transmit
+    /// holding the accept is out (that transmit still keeps to the budget).
+    pub validate_after_accept: bool,
     /// Accepting side: times the accept was sent again while the confirm was awaited.
     pub accept_resends: u32,
     /// Connecting side: the confirm, sent with every transmit until the accepting side shows it
@@ -159,6 +162,7 @@ impl Connection {
             received_total: 0,
             validated: true,
             unvalidated_sent: 0,
+            validate_after_accept: false,
             accept_resends: 0,
             confirm_frame: None,
         }

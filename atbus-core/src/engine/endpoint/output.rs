@@ -202,6 +202,9 @@ impl Endpoint {
         if let Some(state) = self.connections.get_mut(&id) {
             if !state.validated {
                 state.unvalidated_sent += out.len();
+                if state.validate_after_accept && state.outbox.is_empty() {
+                    state.validated = true;
+                }
             }
         }
         Some(out)

@@ -383,14 +383,14 @@ impl Endpoint {
         let Some(identity) = state.identity.clone() else {
             return;
         };
-        // The handshake validates the address (no byte budget after it, `docs/protocol.md`
-        // 8.7): a stream transport proved it with its own handshake, and a proof over a fresh
-        // nonce cannot come from a replay. An anonymous hello over datagrams proves nothing: a
-        // ping rides with the accept, and the pong validates the address.
+        // The handshake validates the address (no byte budget once the accept is out,
+        // `docs/protocol.md` 8.7): a stream transport proved it with its own handshake, and a
+        // proof over a fresh nonce cannot come from a replay. An anonymous hello over datagrams
+        // proves nothing: a ping rides with the accept, and the pong validates the address.
         if state.params.kind == ConnectionKind::Stream
             || !matches!(identity.kind, IdentityKind::Anonymous)
         {
-            state.validated = true;
+            state.validate_after_accept = true;
         } else if state.last_ping.is_none() {
             state.ping_sequence += 1;
             state.last_ping = Some(self.clock);
