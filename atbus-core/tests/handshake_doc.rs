@@ -844,3 +844,41 @@ fn the_engine_signs_its_own_hello_as_section_8_4_says() {
         &second.proof[..]
     );
 }
+
+/// Section 8.1: a token written in hexadecimal (as the relay prints its development token) is
+/// keyed by its ASCII digits, as configured; a proof made with the decoded bytes is refused.
+#[test]
+fn a_hex_token_is_keyed_by_its_ascii_digits_as_section_8_1_says() {
+    const PRINTED: &str = "5f0e9a61c2d8b3477e10c4a9f2d35b6880a1e7c94b3d2f6051a8e9c7d4b2f3a1";
+    // The proof of the 8.6 hello under that key, as section 8.1 gives it.
+    const PROOF: &str = "cc4c4eea151228f8781c8efecb232cb62f30e0af2123d4481aabc6e07b0e3b76";
+    assert_eq!(Token::new(PRINTED).unwrap().expose(), PRINTED.as_bytes());
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let now = Instant::now();
+    let mut relay = relay(now, PRINTED.as_bytes(), |_| {});
+    let mut hello = example_hello();
+    hello.proof = hmac_sha256(PRINTED.as_bytes(), &hello_transcript(&hello)).into();
+    assert_eq!(hex(&hello.proof), PROOF);
+    let sent = answer_to_hello(
+        &mut relay,
+        now,
+        ConnectionId(1),
+        &padded_hello_frame(&hello),
+    );
+    accept_of(&first_frame_on(&sent, ConnectionId(1)).1);
+
+    let decoded = Token::from_hex(PRINTED).unwrap();
+    let mut wrong = example_hello();
+    wrong.nonce = (0x40..0x50).collect::<Vec<u8>>().into();
+    wrong.proof = hmac_sha256(decoded.expose(), &hello_transcript(&wrong)).into();
+    let sent = answer_to_hello(
+        &mut relay,
+        now,
+        ConnectionId(2),
+        &padded_hello_frame(&wrong),
+    );
+    check_refusal(
+        &first_frame_on(&sent, ConnectionId(2)).1,
+        "unauthorized: bad_proof",
+    );
+}

@@ -72,15 +72,6 @@ impl Endpoint {
         wire_len: usize,
     ) -> Result<(), AuthFailure> {
         let checked = self.check_hello(now, &head, &hello)?;
-        // The last rule: a second live node may not take a name (a restart may).
-        if self.name_held_by_live_instance(now, &checked.name, &hello.instance) {
-            tracing::warn!(
-                connection = connection.0,
-                peer = %checked.name,
-                "a second node claims a name held by a live instance: the newcomer is refused"
-            );
-            return Err(AuthFailure::NameTaken);
-        }
         let now_ms = self.auth.unix_ms(now);
         let window_ms = i64::try_from(self.config.auth.timestamp_window.as_millis()).unwrap_or(0);
         // An anonymous hello proves nothing, so there is nothing a replay could steal.
@@ -102,6 +93,15 @@ impl Endpoint {
         let confirm_required = confirm_required
             || (!hello.peer_instance.is_empty()
                 && instance_tag(&hello.peer_instance) != instance_tag(&self.auth.instance));
+        // The last rule (8.3, rule 12): a second live node may not take a name (a restart may).
+        if self.name_held_by_live_instance(now, &checked.name, &hello.instance) {
+            tracing::warn!(
+                connection = connection.0,
+                peer = %checked.name,
+                "a second node claims a name held by a live instance: the newcomer is refused"
+            );
+            return Err(AuthFailure::NameTaken);
+        }
         let early_data_accepted = hello.early_data && !confirm_required;
         let nonce: [u8; NONCE_LEN] = self.auth.random();
         // The accept says what this node is: a relay's peers take forwarded frames from it.
@@ -384,7 +384,7 @@ impl Endpoint {
             return;
         };
         // The handshake validates the address (no byte budget once the accept is out,
-        // `docs/protocol.md` 8.7): a stream transport proved it with its own handshake, and a
+        // `docs/protocol.md` 8.3): a stream transport proved it with its own handshake, and a
         // proof over a fresh nonce cannot come from a replay. An anonymous hello over datagrams
         // proves nothing: a ping rides with the accept, and the pong validates the address.
         if state.params.kind == ConnectionKind::Stream
