@@ -483,3 +483,34 @@ fn drop_oldest_never_holds_more_than_the_forward_queue_limit() {
     assert!(forwarded > 400, "the small frame went out");
     assert_eq!(b.stats().forward_dropped.get("queue_full"), Some(&1));
 }
+
+/// A pong that echoes the sequence of our ping but a forged timepoint far below ours
+/// (`i64::MIN`): the round-trip sample was computed as `now - timepoint` and overflowed (a panic
+/// in debug builds, a wild sample in release). Input: `fuzz/regressions/engine_input/
+/// pong-with-a-forged-timepoint`.
+#[test]
+fn a_pong_with_a_forged_timepoint_is_ignored() {
+    let now = Instant::now();
+    let mut b = Endpoint::new("b", config(), now);
+    let conn = ConnectionId(1);
+    b.add_connection(now, conn, "a", ConnectionParams::stream())
+        .unwrap();
+    while b.poll_transmit(now).is_some() {} // the first ping: sequence 1
+    for timepoint in [i64::MIN, -1, 0, i64::MAX] {
+        let pong = FrameMessage {
+            head: Some(MessageHead {
+                source: "a".into(),
+                destination: "b".into(),
+                ..Default::default()
+            }),
+            body: Some(Body::Pong(atbus_proto::protocol::PingData {
+                sequence: 1,
+                timepoint_microseconds: timepoint,
+            })),
+        };
+        let mut wire = BytesMut::new();
+        FrameCodec::default().encode(&pong, &mut wire).unwrap();
+        b.handle_input(now, conn, wire.freeze());
+    }
+    assert_eq!(b.rtt(conn), None, "no round-trip sample from a forged pong");
+}

@@ -225,8 +225,11 @@ impl Endpoint {
         let Some(state) = self.connections.get_mut(&connection) else {
             return;
         };
-        if pong.sequence != state.ping_sequence || pong.timepoint_microseconds > now_us {
-            return; // stale or forged
+        // Our timepoints are positive and never ahead of now: anything else is stale or forged.
+        if pong.sequence != state.ping_sequence
+            || !(1..=now_us).contains(&pong.timepoint_microseconds)
+        {
+            return;
         }
         let sample = Duration::from_micros((now_us - pong.timepoint_microseconds) as u64);
         state.rtt.update(sample, Duration::ZERO);
