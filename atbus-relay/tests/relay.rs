@@ -498,6 +498,44 @@ async fn timed_transfer(producer: &Node, consumer: &Node, count: usize) -> Durat
     start.elapsed()
 }
 
+/// Reads what `consumer` was sent until nothing more comes for 300 ms.
+async fn drain(consumer: &Node) {
+    while tokio::time::timeout(Duration::from_millis(300), consumer.recv())
+        .await
+        .is_ok()
+    {}
+}
+
+/// Waits until `producer` can queue nothing more to `consumer`: its windows are full.
+async fn until_full(producer: &Node, consumer: &Node) {
+    for _ in 0..500 {
+        if producer
+            .try_send(consumer.name(), Bytes::from(vec![6u8; 8192]))
+            .is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "the stopped consumer's window did not fill: producer memory {}, stopped memory {}, {:?}",
+        producer.memory(),
+        consumer.memory(),
+        consumer.stats()
+    );
+}
+
+/// How much slower a transfer to the reading consumer may be beside the stopped one. A stopped
+/// consumer that still took its share of the producer's path (its connection to the relay, the
+/// relay's attention) would leave the reading one half of it: twice the time, or a stall. The
+/// two sides are measured in interleaved rounds, best of each, so that a change in the machine's
+/// load (other tests, other builds on a shared 2-core machine) weighs on both sides alike; what
+/// is left of it stays well below this factor.
+const SLOWDOWN_ACCEPTED: f64 = 1.5;
+
+/// And an absolute allowance: the scheduler's and timers' jitter on a transfer of half a second.
+const JITTER_ACCEPTED: Duration = Duration::from_millis(50);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_that_stops_reading_does_not_slow_another_consumer() {
     let relay = RelayProcess::start("tcp://127.0.0.1:0", Some(TOKEN));
@@ -527,19 +565,14 @@ async fn a_consumer_that_stops_reading_does_not_slow_another_consumer() {
     let reading = node("reading", &relay.addresses[0]).await;
     // Warm up the path (RTT samples, windows).
     timed_transfer(&producer, &reading, 500).await;
-    // Each side of the comparison is the best of three runs: the machine is shared (other
-    // tests, other processes), and the best run is the one least disturbed.
-    // Best of 5 each: the machines are shared, and one slow run says nothing about the relay.
-    let mut alone = Duration::MAX;
-    for _ in 0..5 {
-        alone = alone.min(timed_transfer(&producer, &reading, 4000).await);
-    }
 
-    // The stopped consumer never reads: the producer's sends to it fill its windows and then
-    // wait, and nothing more goes its way.
+    // While `fill` is on, the producer keeps sending to the stopped consumer: whenever its
+    // windows have room, they fill again.
+    let (fill, filling) = tokio::sync::watch::channel(false);
     let sender = producer.clone();
     let blocked = tokio::spawn(async move {
-        loop {
+        let mut filling = filling;
+        while filling.wait_for(|&on| on).await.is_ok() {
             if sender
                 .send("stopped", Bytes::from(vec![6u8; 8192]))
                 .await
@@ -549,32 +582,22 @@ async fn a_consumer_that_stops_reading_does_not_slow_another_consumer() {
             }
         }
     });
-    let mut filled = false;
-    for _ in 0..500 {
-        if producer
-            .try_send("stopped", Bytes::from(vec![6u8; 8192]))
-            .is_err()
-        {
-            filled = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(
-        filled,
-        "the stopped consumer's window filled: producer memory {}, stopped memory {}, {:?}",
-        producer.memory(),
-        stopped.memory(),
-        stopped.stats()
-    );
-    let mut with_stopped = Duration::MAX;
+    let (mut alone, mut beside) = (Duration::MAX, Duration::MAX);
     for _ in 0..5 {
-        with_stopped = with_stopped.min(timed_transfer(&producer, &reading, 4000).await);
+        // Alone: the other consumer has read everything it was sent, and is sent nothing.
+        fill.send_replace(false);
+        drain(&stopped).await;
+        alone = alone.min(timed_transfer(&producer, &reading, 4000).await);
+        // Beside a stopped consumer: it reads nothing, its windows are full, and the producer
+        // has more for it waiting.
+        fill.send_replace(true);
+        until_full(&producer, &stopped).await;
+        beside = beside.min(timed_transfer(&producer, &reading, 4000).await);
     }
-    eprintln!("alone {alone:?}, beside a stopped consumer {with_stopped:?}");
+    eprintln!("alone {alone:?}, beside a stopped consumer {beside:?}");
     assert!(
-        with_stopped.as_secs_f64() <= alone.as_secs_f64() * 1.10 + 0.02,
-        "alone {alone:?}, beside a stopped consumer {with_stopped:?}"
+        beside <= alone.mul_f64(SLOWDOWN_ACCEPTED) + JITTER_ACCEPTED,
+        "alone {alone:?}, beside a stopped consumer {beside:?}"
     );
     blocked.abort();
     for node in [&producer, &stopped, &reading] {

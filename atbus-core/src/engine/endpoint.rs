@@ -30,6 +30,7 @@ mod handshake;
 mod input;
 mod mesh;
 mod output;
+mod provisional;
 mod restart;
 mod route;
 mod timers;

@@ -2,11 +2,29 @@
 //! connected to which nodes it can reach: its own nodes at 0 hops, and what the other relays told
 //! it, one hop further, up to [`MAX_HOPS`]; never what it learned from the receiver itself (split
 //! horizon). A table goes as one message on stream −4, reliable and ordered like any stream, and
-//! replaces the previous one; it is sent on connect, after changes (at most every
-//! [`ANNOUNCE_EVERY`]), and so again in full after a reconnection. A relay forwards a frame for a
-//! node it does not hold to the relay offering the fewest hops.
+//! replaces the previous one. A relay forwards a frame for a node it does not hold to the relay
+//! offering the fewest hops.
+//!
+//! When a table goes out, and to whom: the relays a relay owes its table are kept by name.
+//!
+//! - All of them after a change of what it can reach, at most every [`ANNOUNCE_EVERY`]: a node
+//!   of its own came or went, a relay connected (so a relay gets the whole table when it
+//!   connects, and again after a reconnection) or went, or a table it took differs from the one
+//!   it replaces. An identical table changes nothing, so two relays do not echo each other's
+//!   tables back and forth.
+//! - All of them again every [`REANNOUNCE_EVERY`], change or not: whatever kept a table from
+//!   arriving or from being applied, the next full round repairs it.
+//! - One relay on demand: a relay that sends this one a frame for a node this one cannot reach
+//!   holds a stale table of it (`route.rs`).
+//! - A relay stays owed until its table is queued: a full window (the previous tables are not
+//!   acknowledged yet) or any other refusal is tried again [`ANNOUNCE_EVERY`] later, so no
+//!   failure leaves a relay with an old table until the next change.
+//!
+//! Tables take time to cross the mesh: a frame can reach its destination through a relay before
+//! that relay has the table that leads back to its originator. Until the tables do, the routes a
+//! relay learns from the frames it forwards lead the replies back (`provisional.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use atbus_proto::routing::{Route, RouteTable};
@@ -14,6 +32,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::Endpoint;
+use super::provisional::Provisional;
 use crate::engine::error::SendError;
 use crate::engine::message::MessageMeta;
 
@@ -26,15 +45,24 @@ pub const MAX_HOPS: u32 = 16;
 /// Changes are announced at most this often.
 pub(crate) const ANNOUNCE_EVERY: Duration = Duration::from_millis(50);
 
-/// What a relay knows of the other relays' routes.
+/// Every relay is sent the whole table this often, whether it changed or not.
+pub(crate) const REANNOUNCE_EVERY: Duration = Duration::from_secs(20);
+
+/// What a relay knows of the other relays' routes, and what it owes them of its own.
 #[derive(Debug, Default)]
 pub(crate) struct Mesh {
     /// For each relay peer, the nodes it offered and the hops from here through it.
     tables: BTreeMap<String, BTreeMap<String, u32>>,
-    /// Something changed since the last announcement.
-    dirty: bool,
-    /// When the tables last went out.
+    /// The relays owed this relay's table.
+    owed: BTreeSet<String>,
+    /// The relays whose last table could not be queued (logged once per run of failures).
+    failing: BTreeSet<String>,
+    /// When tables last went out.
     last_announce: Option<Instant>,
+    /// When every relay was last sent the whole table.
+    last_full: Option<Instant>,
+    /// Routes learned from forwarded frames, for the nodes the tables do not offer yet.
+    pub(super) provisional: Provisional,
 }
 
 impl Endpoint {
@@ -75,54 +103,88 @@ impl Endpoint {
             .sum()
     }
 
-    /// Notes that the nodes this relay can reach may have changed.
+    /// Notes that the nodes this relay can reach may have changed: every relay is owed the
+    /// table.
     pub(super) fn routes_changed(&mut self) {
         if self.config.auth.relay {
-            self.mesh.dirty = true;
+            self.mesh.owed.extend(self.relays.iter().cloned());
         }
     }
 
-    /// Forgets the routes `relay` offered (it is gone).
+    /// Owes `relay` this relay's table at the next announcement (its view of this relay is
+    /// stale).
+    pub(super) fn owe_table(&mut self, relay: &str) {
+        if self.config.auth.relay && self.is_relay_peer(relay) && !self.mesh.owed.contains(relay) {
+            self.mesh.owed.insert(relay.to_string());
+        }
+    }
+
+    /// Forgets the routes `relay` offered, and those learned through it (it is gone).
     pub(super) fn forget_relay_routes(&mut self, relay: &str) {
+        self.mesh.owed.remove(relay);
+        self.mesh.failing.remove(relay);
+        self.mesh.provisional.forget_relay(relay);
         if self.mesh.tables.remove(relay).is_some() {
             self.routes_changed();
         }
     }
 
-    /// When the next announcement is due, if one is.
+    /// When the next announcement is due, if one is: a relay with relay peers announces at
+    /// least every [`REANNOUNCE_EVERY`].
     pub(super) fn announce_at(&self) -> Option<Instant> {
-        if !self.mesh.dirty {
+        if !self.config.auth.relay || self.relays.is_empty() {
             return None;
         }
-        Some(
-            self.mesh
-                .last_announce
-                .map_or(self.epoch, |last| last + ANNOUNCE_EVERY),
-        )
+        let full = self
+            .mesh
+            .last_full
+            .map_or(self.epoch, |last| last + REANNOUNCE_EVERY);
+        if self.mesh.owed.is_empty() {
+            return Some(full);
+        }
+        let throttled = self
+            .mesh
+            .last_announce
+            .map_or(self.epoch, |last| last + ANNOUNCE_EVERY);
+        Some(throttled.min(full))
     }
 
-    /// Queues this relay's table to each relay peer, when due.
+    /// Queues this relay's table to each relay owed it, when due.
     pub(super) fn announce_routes(&mut self, now: Instant) {
         if self.announce_at().is_none_or(|at| at > now) {
             return;
         }
-        let relays: Vec<String> = self
-            .peers
-            .keys()
-            .filter(|name| self.is_relay_peer(name))
-            .cloned()
-            .collect();
-        let mut blocked = false;
-        for relay in relays {
+        if self
+            .mesh
+            .last_full
+            .is_none_or(|last| last + REANNOUNCE_EVERY <= now)
+        {
+            self.mesh.owed.extend(self.relays.iter().cloned());
+            self.mesh.last_full = Some(now);
+            self.mesh.provisional.expire(now);
+        }
+        let owed = std::mem::take(&mut self.mesh.owed);
+        for relay in owed {
+            if !self.is_relay_peer(&relay) {
+                continue; // gone since
+            }
             let table = Bytes::from(self.table_for(&relay).encode_to_vec());
             match self.queue_message(&relay, ROUTES_STREAM, table, MessageMeta::default()) {
-                Ok(_) => {}
-                // Its window is full: the next announcement carries the whole table anyway.
-                Err(SendError::WouldBlock { .. }) => blocked = true,
-                Err(error) => tracing::warn!(%error, relay, "route table not sent"),
+                Ok(_) => {
+                    self.mesh.failing.remove(&relay);
+                }
+                // Its window is full: tried again at the next round, with the table as it is then.
+                Err(SendError::WouldBlock { .. }) => {
+                    self.mesh.owed.insert(relay);
+                }
+                Err(error) => {
+                    if self.mesh.failing.insert(relay.clone()) {
+                        tracing::warn!(%error, relay, "route table not sent: trying again");
+                    }
+                    self.mesh.owed.insert(relay);
+                }
             }
         }
-        self.mesh.dirty = blocked;
         self.mesh.last_announce = Some(now);
     }
 
@@ -158,7 +220,7 @@ impl Endpoint {
     }
 
     /// Takes the route tables `peer` sent: kept if this endpoint is a relay and `peer` one too,
-    /// dropped otherwise.
+    /// dropped otherwise. A table that differs from the one it replaces is a change.
     pub(super) fn take_route_tables(&mut self, peer: &str) {
         let accept = self.config.auth.relay && self.is_relay_peer(peer);
         while let Some(message) = self.read(peer, ROUTES_STREAM) {
@@ -169,14 +231,31 @@ impl Endpoint {
                 self.stats.invalid_packets += 1;
                 continue;
             };
-            let routes = table
+            let routes: BTreeMap<String, u32> = table
                 .routes
                 .into_iter()
                 .filter(|route| route.node != self.name && route.hops < MAX_HOPS)
                 .map(|route| (route.node, route.hops + 1))
                 .collect();
-            self.mesh.tables.insert(peer.to_string(), routes);
-            self.routes_changed();
+            // The nodes the tables offer now need no provisional route.
+            for node in routes.keys() {
+                self.mesh.provisional.forget(node);
+            }
+            if self.mesh.tables.get(peer) != Some(&routes) {
+                self.mesh.tables.insert(peer.to_string(), routes);
+                self.routes_changed();
+            }
         }
     }
+
+    /// Whether some relay's table offers `node`.
+    pub(super) fn tables_offer(&self, node: &str) -> bool {
+        self.mesh
+            .tables
+            .iter()
+            .any(|(relay, table)| table.contains_key(node) && self.is_relay_peer(relay))
+    }
 }
+
+#[cfg(test)]
+mod tests;

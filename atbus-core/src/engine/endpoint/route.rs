@@ -139,13 +139,25 @@ impl Endpoint {
         head.hop_count += 1;
         head.forward_for_connection_id = connection.0 as i64;
         head.source = self.name.clone();
-        // The destination's own connection; else the relay offering it (never back where the
-        // frame came from).
-        let from = self.connections.get(&connection).map(|c| c.peer.clone());
+        let Some(from) = self.connections.get(&connection).map(|c| c.peer.clone()) else {
+            return;
+        };
+        // The way back to the originator, until the tables offer one (a routing notice names
+        // the destination it is about there, not its originator).
+        let is_notice =
+            matches!(&frame.body, Some(Body::Packet(p)) if p.stream_id == ROUTING_STREAM);
+        if !is_notice {
+            self.learn_route_back(&head.forward_for_source, &from);
+        }
+        // The destination's own connection; else the relay offering it, or the one its frames
+        // came through (never back where the frame came from).
+        let destination = head.destination.as_str();
         let target = self
-            .best_connection(&head.destination)
+            .best_connection(destination)
             .or_else(|| {
-                let relay = self.mesh_next_hop(&head.destination, from.as_deref()?)?;
+                let relay = self
+                    .mesh_next_hop(destination, &from)
+                    .or_else(|| self.provisional_next_hop(destination, &from))?;
                 self.best_connection(relay)
             })
             .filter(|&target| target != connection);
@@ -153,6 +165,8 @@ impl Endpoint {
             self.count_forward_drop("no_route");
             let notice = self.unroutable_notice(&head.forward_for_source, &head.destination);
             self.queue_forward(connection, notice);
+            // A relay sent it here: its table of this relay is stale.
+            self.owe_table(&from);
             return;
         };
         let (originator, destination) = (head.forward_for_source.clone(), head.destination.clone());
@@ -313,21 +327,21 @@ impl Endpoint {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use atbus_proto::Decoded;
     use bytes::Bytes;
 
     use super::*;
     use crate::engine::config::{ConnectionKind, ConnectionParams, EngineConfig};
 
-    const STREAM: ConnectionParams = ConnectionParams {
+    pub(in crate::engine::endpoint) const STREAM: ConnectionParams = ConnectionParams {
         kind: ConnectionKind::Stream,
         mtu: 65536,
     };
 
     /// A relay between relay "up" (connection 1) and node "b" (connection 2), its first pings
     /// sent.
-    fn relay_between_up_and_b(now: Instant) -> Endpoint {
+    pub(in crate::engine::endpoint) fn relay_between_up_and_b(now: Instant) -> Endpoint {
         let mut config = EngineConfig::default();
         config.auth.relay = true;
         let mut relay = Endpoint::new("relay", config, now);
@@ -347,11 +361,22 @@ mod tests {
 
     /// A window probe from node "a" to "b", forwarded by "up", having passed `hops` relays.
     fn probe_through_up(relay: &Endpoint, hops: u32) -> Bytes {
+        frame_through_up(relay, "a", "b", hops)
+    }
+
+    /// A window probe from node `originator` to `destination`, forwarded by "up", having passed
+    /// `hops` relays.
+    pub(in crate::engine::endpoint) fn frame_through_up(
+        relay: &Endpoint,
+        originator: &str,
+        destination: &str,
+        hops: u32,
+    ) -> Bytes {
         let frame = FrameMessage {
             head: Some(MessageHead {
                 source: "up".into(),
-                destination: "b".into(),
-                forward_for_source: "a".into(),
+                destination: destination.into(),
+                forward_for_source: originator.into(),
                 hop_count: hops,
                 ..Default::default()
             }),
@@ -362,23 +387,35 @@ mod tests {
         out.freeze()
     }
 
-    /// The heads of the frames the relay sends on `connection` now.
-    fn heads_sent_on(
+    /// The frames the relay sends on `connection` now.
+    pub(in crate::engine::endpoint) fn frames_sent_on(
         relay: &mut Endpoint,
         now: Instant,
         connection: ConnectionId,
-    ) -> Vec<MessageHead> {
-        let mut heads = Vec::new();
+    ) -> Vec<FrameMessage> {
+        let mut frames = Vec::new();
         while let Some(transmit) = relay.poll_transmit(now) {
             if transmit.connection != connection {
                 continue;
             }
             let mut data = BytesMut::from(&transmit.data[..]);
             while let Ok(Decoded::Frame(frame)) = relay.codec.decode(&mut data) {
-                heads.extend(frame.message.head);
+                frames.push(frame.message);
             }
         }
-        heads
+        frames
+    }
+
+    /// The heads of the frames the relay sends on `connection` now.
+    fn heads_sent_on(
+        relay: &mut Endpoint,
+        now: Instant,
+        connection: ConnectionId,
+    ) -> Vec<MessageHead> {
+        frames_sent_on(relay, now, connection)
+            .into_iter()
+            .filter_map(|frame| frame.head)
+            .collect()
     }
 
     #[test]
