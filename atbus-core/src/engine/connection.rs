@@ -98,10 +98,6 @@ pub(crate) struct Connection {
     /// The runtime's queue for the connection is full (its socket does not drain): nothing is
     /// handed out for it until that clears.
     pub transport_blocked: bool,
-    /// Relays: frames forwarded for other nodes, waiting for this connection.
-    pub forward: std::collections::VecDeque<Bytes>,
-    /// Bytes in `forward`.
-    pub forward_bytes: usize,
     /// When the handshake must be complete.
     pub handshake_deadline: Option<Instant>,
     /// Bytes received before authentication: no answer to them may be larger.
@@ -151,8 +147,6 @@ impl Connection {
             identity: None,
             outbox: Vec::new(),
             transport_blocked: false,
-            forward: Default::default(),
-            forward_bytes: 0,
             handshake_deadline: None,
             unauthenticated_received: 0,
             answerable: false,

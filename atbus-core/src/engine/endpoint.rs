@@ -26,6 +26,7 @@ use super::send::SendStream;
 use super::stats::EngineStats;
 use super::transmit::ConnectionId;
 
+mod forwarder;
 mod handshake;
 mod input;
 mod mesh;
@@ -63,8 +64,8 @@ pub struct Endpoint {
     /// Decodes the first frame of an unauthenticated stream connection, with the handshake's
     /// size limit.
     handshake_codec: FrameCodec,
-    /// Relays: the routes other relays offered.
-    mesh: mesh::Mesh,
+    /// A relay's forwarding state (queues, the mesh's route tables); `None` on a plain node.
+    forwarder: Option<Box<forwarder::Forwarder>>,
     /// The peers that are relays with a connection up (kept in step with `peers`, so finding a
     /// relay does not scan every peer: a relay holds thousands).
     relays: BTreeSet<String>,
@@ -96,7 +97,7 @@ impl Endpoint {
             name: name.into(),
             codec: FrameCodec::new(codec_config),
             handshake_codec: FrameCodec::new(handshake_config),
-            mesh: Default::default(),
+            forwarder: config.auth.relay.then(Box::default),
             relays: BTreeSet::new(),
             wake: BTreeSet::new(),
             ping_floor: now,
@@ -233,6 +234,7 @@ impl Endpoint {
         let established = state.is_established();
         let failure = state.failure;
         let peer_name = state.peer;
+        self.drop_forwarded(connection);
         // Its peer's flights on it, and those of the peers reached through it (a relay), go
         // elsewhere.
         self.wake.remove(&connection);

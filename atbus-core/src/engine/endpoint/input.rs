@@ -169,7 +169,7 @@ impl Endpoint {
             }
             if head.destination != self.name {
                 let routable = matches!(frame.body, Some(Body::Packet(_) | Body::Acknowledge(_)));
-                if self.config.auth.relay && routable {
+                if self.forwarder.is_some() && routable {
                     if let Some(state) = self.connections.get_mut(&connection) {
                         state.last_received = now;
                     }

@@ -69,7 +69,7 @@ impl Endpoint {
     /// The relay to forward a frame for `node` to: the one offering the fewest hops, other than
     /// `except` (the relay the frame came from).
     pub(super) fn mesh_next_hop(&self, node: &str, except: &str) -> Option<&str> {
-        self.mesh
+        self.mesh()?
             .tables
             .iter()
             .filter(|(relay, _)| relay.as_str() != except && self.is_relay_peer(relay))
@@ -81,7 +81,10 @@ impl Endpoint {
     /// Relays: the routes other relays offered, as (node, relay, hops), the fewest hops per node.
     pub fn relay_routes(&self) -> Vec<(String, String, u32)> {
         let mut best: BTreeMap<&str, (u32, &str)> = BTreeMap::new();
-        for (relay, table) in &self.mesh.tables {
+        let Some(mesh) = self.mesh() else {
+            return Vec::new();
+        };
+        for (relay, table) in &mesh.tables {
             if !self.is_relay_peer(relay) {
                 continue;
             }
@@ -95,36 +98,36 @@ impl Endpoint {
             .collect()
     }
 
-    /// Relays: bytes of forwarded frames waiting for their connections.
-    pub fn forward_queued_bytes(&self) -> usize {
-        self.connections
-            .values()
-            .map(|connection| connection.forward_bytes)
-            .sum()
-    }
-
     /// Notes that the nodes this relay can reach may have changed: every relay is owed the
     /// table.
     pub(super) fn routes_changed(&mut self) {
-        if self.config.auth.relay {
-            self.mesh.owed.extend(self.relays.iter().cloned());
+        if let Some(forwarder) = self.forwarder.as_deref_mut() {
+            forwarder.mesh.owed.extend(self.relays.iter().cloned());
         }
     }
 
     /// Owes `relay` this relay's table at the next announcement (its view of this relay is
     /// stale).
     pub(super) fn owe_table(&mut self, relay: &str) {
-        if self.config.auth.relay && self.is_relay_peer(relay) && !self.mesh.owed.contains(relay) {
-            self.mesh.owed.insert(relay.to_string());
+        if !self.is_relay_peer(relay) {
+            return;
+        }
+        if let Some(mesh) = self.mesh_mut() {
+            if !mesh.owed.contains(relay) {
+                mesh.owed.insert(relay.to_string());
+            }
         }
     }
 
     /// Forgets the routes `relay` offered, and those learned through it (it is gone).
     pub(super) fn forget_relay_routes(&mut self, relay: &str) {
-        self.mesh.owed.remove(relay);
-        self.mesh.failing.remove(relay);
-        self.mesh.provisional.forget_relay(relay);
-        if self.mesh.tables.remove(relay).is_some() {
+        let Some(mesh) = self.mesh_mut() else {
+            return;
+        };
+        mesh.owed.remove(relay);
+        mesh.failing.remove(relay);
+        mesh.provisional.forget_relay(relay);
+        if mesh.tables.remove(relay).is_some() {
             self.routes_changed();
         }
     }
@@ -132,18 +135,17 @@ impl Endpoint {
     /// When the next announcement is due, if one is: a relay with relay peers announces at
     /// least every [`REANNOUNCE_EVERY`].
     pub(super) fn announce_at(&self) -> Option<Instant> {
-        if !self.config.auth.relay || self.relays.is_empty() {
+        let mesh = self.mesh()?;
+        if self.relays.is_empty() {
             return None;
         }
-        let full = self
-            .mesh
+        let full = mesh
             .last_full
             .map_or(self.epoch, |last| last + REANNOUNCE_EVERY);
-        if self.mesh.owed.is_empty() {
+        if mesh.owed.is_empty() {
             return Some(full);
         }
-        let throttled = self
-            .mesh
+        let throttled = mesh
             .last_announce
             .map_or(self.epoch, |last| last + ANNOUNCE_EVERY);
         Some(throttled.min(full))
@@ -154,38 +156,47 @@ impl Endpoint {
         if self.announce_at().is_none_or(|at| at > now) {
             return;
         }
-        if self
-            .mesh
+        let Some(forwarder) = self.forwarder.as_deref_mut() else {
+            return;
+        };
+        let mesh = &mut forwarder.mesh;
+        if mesh
             .last_full
             .is_none_or(|last| last + REANNOUNCE_EVERY <= now)
         {
-            self.mesh.owed.extend(self.relays.iter().cloned());
-            self.mesh.last_full = Some(now);
-            self.mesh.provisional.expire(now);
+            mesh.owed.extend(self.relays.iter().cloned());
+            mesh.last_full = Some(now);
+            mesh.provisional.expire(now);
         }
-        let owed = std::mem::take(&mut self.mesh.owed);
+        let owed = std::mem::take(&mut mesh.owed);
         for relay in owed {
             if !self.is_relay_peer(&relay) {
                 continue; // gone since
             }
             let table = Bytes::from(self.table_for(&relay).encode_to_vec());
-            match self.queue_message(&relay, ROUTES_STREAM, table, MessageMeta::default()) {
+            let queued = self.queue_message(&relay, ROUTES_STREAM, table, MessageMeta::default());
+            let Some(mesh) = self.mesh_mut() else {
+                return;
+            };
+            match queued {
                 Ok(_) => {
-                    self.mesh.failing.remove(&relay);
+                    mesh.failing.remove(&relay);
                 }
                 // Its window is full: tried again at the next round, with the table as it is then.
                 Err(SendError::WouldBlock { .. }) => {
-                    self.mesh.owed.insert(relay);
+                    mesh.owed.insert(relay);
                 }
                 Err(error) => {
-                    if self.mesh.failing.insert(relay.clone()) {
+                    if mesh.failing.insert(relay.clone()) {
                         tracing::warn!(%error, relay, "route table not sent: trying again");
                     }
-                    self.mesh.owed.insert(relay);
+                    mesh.owed.insert(relay);
                 }
             }
         }
-        self.mesh.last_announce = Some(now);
+        if let Some(mesh) = self.mesh_mut() {
+            mesh.last_announce = Some(now);
+        }
     }
 
     /// The routes offered to `relay`: this relay's own nodes, and what the other relays offered,
@@ -197,7 +208,8 @@ impl Endpoint {
                 routes.insert(name, 0);
             }
         }
-        for (other, table) in &self.mesh.tables {
+        let tables = self.mesh().map(|mesh| &mesh.tables).into_iter().flatten();
+        for (other, table) in tables {
             if other == relay || !self.is_relay_peer(other) {
                 continue; // split horizon; and only live relays
             }
@@ -222,7 +234,7 @@ impl Endpoint {
     /// Takes the route tables `peer` sent: kept if this endpoint is a relay and `peer` one too,
     /// dropped otherwise. A table that differs from the one it replaces is a change.
     pub(super) fn take_route_tables(&mut self, peer: &str) {
-        let accept = self.config.auth.relay && self.is_relay_peer(peer);
+        let accept = self.forwarder.is_some() && self.is_relay_peer(peer);
         while let Some(message) = self.read(peer, ROUTES_STREAM) {
             if !accept {
                 continue;
@@ -237,12 +249,15 @@ impl Endpoint {
                 .filter(|route| route.node != self.name && route.hops < MAX_HOPS)
                 .map(|route| (route.node, route.hops + 1))
                 .collect();
+            let Some(mesh) = self.mesh_mut() else {
+                continue;
+            };
             // The nodes the tables offer now need no provisional route.
             for node in routes.keys() {
-                self.mesh.provisional.forget(node);
+                mesh.provisional.forget(node);
             }
-            if self.mesh.tables.get(peer) != Some(&routes) {
-                self.mesh.tables.insert(peer.to_string(), routes);
+            if mesh.tables.get(peer) != Some(&routes) {
+                mesh.tables.insert(peer.to_string(), routes);
                 self.routes_changed();
             }
         }
@@ -250,10 +265,11 @@ impl Endpoint {
 
     /// Whether some relay's table offers `node`.
     pub(super) fn tables_offer(&self, node: &str) -> bool {
-        self.mesh
-            .tables
-            .iter()
-            .any(|(relay, table)| table.contains_key(node) && self.is_relay_peer(relay))
+        self.mesh().is_some_and(|mesh| {
+            mesh.tables
+                .iter()
+                .any(|(relay, table)| table.contains_key(node) && self.is_relay_peer(relay))
+        })
     }
 }
 

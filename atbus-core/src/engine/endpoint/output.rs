@@ -78,7 +78,7 @@ impl Endpoint {
         };
         if !state.is_established()
             || !state.outbox.is_empty()
-            || !state.forward.is_empty()
+            || self.has_forwarded(id)
             || !state.pongs_owed.is_empty()
             || state.confirm_frame.is_some()
             || self.ping_due(state).is_some_and(|at| at <= now)
@@ -261,16 +261,7 @@ impl Endpoint {
         }
 
         // Frames a relay forwards for other nodes, in the order they came.
-        let state = self.connections.get_mut(&id)?;
-        while let Some(frame) = state.forward.front() {
-            if out.len() + frame.len() > mtu {
-                break;
-            }
-            out.extend_from_slice(frame);
-            state.forward_bytes -= frame.len();
-            state.forward.pop_front();
-            self.stats.frames_sent += 1;
-        }
+        self.take_forwarded(id, &mut out, mtu);
 
         // Pongs owed, and a ping when due.
         let pongs = std::mem::take(&mut self.connections.get_mut(&id)?.pongs_owed);

@@ -85,12 +85,14 @@ impl Endpoint {
             return;
         }
         let now = self.clock;
-        self.mesh.provisional.learn(originator, from, now);
+        if let Some(mesh) = self.mesh_mut() {
+            mesh.provisional.learn(originator, from, now);
+        }
     }
 
     /// The relay a provisional route leads to for `node`, other than `except`.
     pub(super) fn provisional_next_hop(&self, node: &str, except: &str) -> Option<&str> {
-        self.mesh
+        self.mesh()?
             .provisional
             .relay_for(node, self.clock)
             .filter(|&relay| relay != except && self.is_relay_peer(relay))
@@ -99,7 +101,7 @@ impl Endpoint {
     /// Relays: how many provisional routes are held (learned from forwarded frames, for nodes
     /// no table offers yet).
     pub fn provisional_routes(&self) -> usize {
-        self.mesh.provisional.len()
+        self.mesh().map_or(0, |mesh| mesh.provisional.len())
     }
 }
 
@@ -110,10 +112,10 @@ mod tests {
     use bytes::{Bytes, BytesMut};
 
     use super::*;
-    use crate::engine::endpoint::route::ROUTING_STREAM;
-    use crate::engine::endpoint::route::tests::{
+    use crate::engine::endpoint::forwarder::tests::{
         frame_through_up, frames_sent_on, relay_between_up_and_b,
     };
+    use crate::engine::endpoint::route::ROUTING_STREAM;
     use crate::engine::transmit::ConnectionId;
 
     const UP: ConnectionId = ConnectionId(1);

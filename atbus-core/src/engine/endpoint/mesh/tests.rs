@@ -14,7 +14,7 @@ use prost::Message;
 
 use super::{REANNOUNCE_EVERY, ROUTES_STREAM};
 use crate::engine::endpoint::Endpoint;
-use crate::engine::endpoint::route::tests::{
+use crate::engine::endpoint::forwarder::tests::{
     STREAM, frame_through_up, frames_sent_on, relay_between_up_and_b,
 };
 use crate::engine::transmit::ConnectionId;
@@ -92,7 +92,10 @@ fn b() -> Table {
 fn a_relay_sends_nothing_more_while_nothing_changes() {
     let now = Instant::now();
     let (mut relay, mut watch) = relay_and_watch(now);
-    assert!(relay.mesh.owed.is_empty(), "the first table went out");
+    assert!(
+        relay.mesh().unwrap().owed.is_empty(),
+        "the first table went out"
+    );
     let later = now + REANNOUNCE_EVERY / 2;
     relay.handle_timeout(later);
     assert!(watch.new_tables(&mut relay, later).is_empty());
@@ -124,12 +127,12 @@ fn a_table_the_send_path_refused_goes_out_once_it_can_not_at_the_next_change() {
         .unwrap();
     let refused = now + Duration::from_millis(100);
     assert!(watch.new_tables(&mut relay, refused).is_empty(), "refused");
-    assert!(relay.mesh.owed.contains("up"), "still owed");
+    assert!(relay.mesh().unwrap().owed.contains("up"), "still owed");
     let retried = now + Duration::from_millis(1_100);
     relay.handle_timeout(retried);
     let with_c = vec![("b".to_string(), 0), ("c".to_string(), 0)];
     assert_eq!(watch.new_tables(&mut relay, retried), [with_c]);
-    assert!(relay.mesh.owed.is_empty());
+    assert!(relay.mesh().unwrap().owed.is_empty());
 }
 
 #[test]
