@@ -23,6 +23,7 @@ pub(crate) mod reassembly;
 mod rtt;
 pub(crate) mod send;
 mod stats;
+mod stream_id;
 pub mod transmit;
 mod wire;
 
@@ -36,4 +37,5 @@ pub use error::{ConnectionError, IssueError, SendError};
 pub use event::Event;
 pub use message::{MessageMeta, ReceivedMessage};
 pub use stats::EngineStats;
+pub use stream_id::StreamId;
 pub use transmit::{ConnectionId, Transmit};

@@ -8,6 +8,7 @@
 //! (counted as misaddressed). Node-side routing (which relay a peer is reached through, what a
 //! notice means to the sender) is in `route.rs`.
 
+use crate::engine::stream_id::StreamId;
 use std::collections::{BTreeMap, VecDeque};
 
 use atbus_proto::protocol::frame_message::Body;
@@ -19,7 +20,6 @@ use bytes::{Bytes, BytesMut};
 
 use super::Endpoint;
 use super::mesh::{MAX_HOPS, Mesh};
-use super::route::ROUTING_STREAM;
 use crate::engine::config::ForwardOverflow;
 use crate::engine::transmit::ConnectionId;
 use crate::engine::wire::encode_content;
@@ -132,7 +132,7 @@ impl Endpoint {
         // The way back to the originator, until the tables offer one (a routing notice names
         // the destination it is about there, not its originator).
         let is_notice =
-            matches!(&frame.body, Some(Body::Packet(p)) if p.stream_id == ROUTING_STREAM);
+            matches!(&frame.body, Some(Body::Packet(p)) if p.stream_id == StreamId::ROUTING.get());
         if !is_notice {
             self.learn_route_back(&head.forward_for_source, &from);
         }
@@ -254,7 +254,7 @@ impl Endpoint {
                 ..Default::default()
             }),
             body: Some(Body::Packet(PacketData {
-                stream_id: ROUTING_STREAM,
+                stream_id: StreamId::ROUTING.get(),
                 ..packet
             })),
         }

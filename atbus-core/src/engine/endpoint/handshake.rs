@@ -15,6 +15,7 @@ mod authorize;
 mod claim;
 mod connect;
 
+use crate::engine::stream_id::StreamId;
 use std::time::{Duration, Instant};
 
 use atbus_proto::handshake::handshake_message::Body as HandshakeBody;
@@ -37,8 +38,6 @@ use crate::engine::connection::Phase;
 use crate::engine::transmit::ConnectionId;
 use crate::engine::wire::encode_content;
 
-/// The reserved stream handshake packets travel on.
-pub(crate) const HANDSHAKE_STREAM: i64 = -2;
 /// Bytes of a nonce.
 const NONCE_LEN: usize = 16;
 /// A hello is padded to this size (or the MTU) so that the answer never outgrows it.
@@ -294,7 +293,7 @@ impl Endpoint {
                     ..Default::default()
                 }),
                 body: Some(Body::Packet(PacketData {
-                    stream_id: HANDSHAKE_STREAM,
+                    stream_id: StreamId::HANDSHAKE.get(),
                     content: encode_content(vec![fragment]),
                     flags: AtbusPacketFlagType::TlsHandshake as i32,
                     ..Default::default()
@@ -336,7 +335,7 @@ fn handshake_of(frame: &FrameMessage) -> Option<Result<HandshakeBody, ()>> {
     let Some(Body::Packet(packet)) = &frame.body else {
         return None;
     };
-    if packet.stream_id != HANDSHAKE_STREAM {
+    if packet.stream_id != StreamId::HANDSHAKE.get() {
         return None;
     }
     let decoded = (|| {

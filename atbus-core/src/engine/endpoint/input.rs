@@ -1,6 +1,7 @@
 //! What the endpoint does with bytes that arrive: frames decoded, checked against the
 //! connection's peer, and dispatched to pings, packets and acknowledgements.
 
+use crate::engine::stream_id::StreamId;
 use std::time::{Duration, Instant};
 
 use atbus_proto::protocol::frame_message::Body;
@@ -12,9 +13,6 @@ use atbus_proto::{DecodeError, Decoded};
 use bytes::Bytes;
 
 use super::Endpoint;
-use super::handshake::HANDSHAKE_STREAM;
-use super::mesh::ROUTES_STREAM;
-use super::route::ROUTING_STREAM;
 use crate::engine::auth::AuthFailure;
 use crate::engine::config::ConnectionKind;
 use crate::engine::connection::Phase;
@@ -144,7 +142,7 @@ impl Endpoint {
             return;
         }
         let is_handshake = matches!(&frame.body,
-            Some(Body::Packet(packet)) if packet.stream_id == HANDSHAKE_STREAM);
+            Some(Body::Packet(packet)) if packet.stream_id == StreamId::HANDSHAKE.get());
         if is_handshake || !state.is_established() {
             if let Some(state) = self.connections.get_mut(&connection) {
                 state.last_received = now;
@@ -242,7 +240,7 @@ impl Endpoint {
         originator: Option<String>,
         packet: PacketData,
     ) {
-        if packet.stream_id == ROUTING_STREAM {
+        if packet.stream_id == StreamId::ROUTING.get() {
             let reason = decode_packet(&packet)
                 .ok()
                 .and_then(|decoded| decoded.pieces.into_iter().next())
@@ -288,7 +286,7 @@ impl Endpoint {
         };
         self.wake_peer(&peer_name);
         let routed = peer_name != self.connections[&connection].peer;
-        let routes = packet.stream_id == ROUTES_STREAM;
+        let routes = packet.stream_id == StreamId::ROUTES.get();
         let budget = self.config.peer_receive_budget;
         let window = self.config.stream_receive_window;
         let max_streams = self.config.max_streams_per_peer;

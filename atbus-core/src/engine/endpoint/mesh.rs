@@ -24,6 +24,7 @@
 //! that relay has the table that leads back to its originator. Until the tables do, the routes a
 //! relay learns from the frames it forwards lead the replies back (`provisional.rs`).
 
+use crate::engine::stream_id::StreamId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -35,9 +36,6 @@ use super::Endpoint;
 use super::provisional::Provisional;
 use crate::engine::error::SendError;
 use crate::engine::message::MessageMeta;
-
-/// The bus's stream of route tables between relays.
-pub(crate) const ROUTES_STREAM: i64 = -4;
 
 /// Routes longer than this many relays are dropped: loops in the tables count up to it and stop.
 pub const MAX_HOPS: u32 = 16;
@@ -174,7 +172,12 @@ impl Endpoint {
                 continue; // gone since
             }
             let table = Bytes::from(self.table_for(&relay).encode_to_vec());
-            let queued = self.queue_message(&relay, ROUTES_STREAM, table, MessageMeta::default());
+            let queued = self.queue_message(
+                &relay,
+                StreamId::ROUTES.get(),
+                table,
+                MessageMeta::default(),
+            );
             let Some(mesh) = self.mesh_mut() else {
                 return;
             };
@@ -235,7 +238,7 @@ impl Endpoint {
     /// dropped otherwise. A table that differs from the one it replaces is a change.
     pub(super) fn take_route_tables(&mut self, peer: &str) {
         let accept = self.forwarder.is_some() && self.is_relay_peer(peer);
-        while let Some(message) = self.read(peer, ROUTES_STREAM) {
+        while let Some(message) = self.read(peer, StreamId::ROUTES.get()) {
             if !accept {
                 continue;
             }

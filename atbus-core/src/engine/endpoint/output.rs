@@ -2,6 +2,7 @@
 //! MTU: pongs owed, a ping when due, the peer's acknowledgement when due, then stream data if the
 //! connection is the peer's best.
 
+use crate::engine::stream_id::StreamId;
 use std::time::{Duration, Instant};
 
 use atbus_proto::protocol::frame_message::Body;
@@ -167,7 +168,7 @@ impl Endpoint {
             let frame = FrameMessage {
                 head: self.head(&peer),
                 body: Some(Body::Packet(PacketData {
-                    stream_id: -1,
+                    stream_id: StreamId::CONNECTION.get(),
                     content: encode_content(vec![fragment]),
                     flags: AtbusPacketFlagType::FinishConnection as i32,
                     ..Default::default()

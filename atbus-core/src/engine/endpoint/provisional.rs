@@ -115,7 +115,7 @@ mod tests {
     use crate::engine::endpoint::forwarder::tests::{
         frame_through_up, frames_sent_on, relay_between_up_and_b,
     };
-    use crate::engine::endpoint::route::ROUTING_STREAM;
+    use crate::engine::stream_id::StreamId;
     use crate::engine::transmit::ConnectionId;
 
     const UP: ConnectionId = ConnectionId(1);
@@ -139,7 +139,7 @@ mod tests {
     /// Whether `frames` hold a routing notice.
     fn notice(frames: &[FrameMessage]) -> bool {
         frames.iter().any(|frame| {
-            matches!(&frame.body, Some(Body::Packet(packet)) if packet.stream_id == ROUTING_STREAM)
+            matches!(&frame.body, Some(Body::Packet(packet)) if packet.stream_id == StreamId::ROUTING.get())
         })
     }
 
@@ -191,7 +191,7 @@ mod tests {
                 ..Default::default()
             }),
             body: Some(Body::Packet(PacketData {
-                stream_id: ROUTING_STREAM,
+                stream_id: StreamId::ROUTING.get(),
                 ..Default::default()
             })),
         };

@@ -13,12 +13,6 @@ use super::Endpoint;
 use crate::engine::event::Event;
 use crate::engine::transmit::ConnectionId;
 
-/// The bus's stream of routing notices, from a relay to a sender about the destination named in
-/// `forward_for_source`: no route (a fragment with the close reason ROUTER_NOT_FOUND, FINISH_STREAM
-/// set), or frames too large for the destination's connection (no fragment; `stream_offset` is
-/// the largest frame that connection takes).
-pub(crate) const ROUTING_STREAM: i64 = -3;
-
 /// After a relay reported no route to a peer, sends to it fail for this long; then a send tries
 /// again.
 pub(crate) const UNROUTABLE_FOR: Duration = Duration::from_secs(1);

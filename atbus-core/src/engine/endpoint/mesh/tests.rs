@@ -3,6 +3,7 @@
 //! to "up" already sent; "up" itself is not simulated, so what the relay sends it is all there
 //! is to look at.
 
+use crate::engine::stream_id::StreamId;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use atbus_proto::routing::RouteTable;
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 
-use super::{REANNOUNCE_EVERY, ROUTES_STREAM};
+use super::REANNOUNCE_EVERY;
 use crate::engine::endpoint::Endpoint;
 use crate::engine::endpoint::forwarder::tests::{
     STREAM, frame_through_up, frames_sent_on, relay_between_up_and_b,
@@ -40,7 +41,7 @@ impl Watch {
             let Some(Body::Packet(packet)) = frame.body else {
                 continue;
             };
-            if packet.stream_id != ROUTES_STREAM {
+            if packet.stream_id != StreamId::ROUTES.get() {
                 continue;
             }
             for piece in decode_packet(&packet).expect("a packet").pieces {
