@@ -3,8 +3,8 @@
 use std::time::Instant;
 
 use atbus_core::engine::{
-    ConnectOptions, ConnectionId, ConnectionParams, Credential, Endpoint, EngineConfig, Event,
-    ForwardOverflow, MessageMeta, Token,
+    CloseCode, CloseReason, ConnectOptions, ConnectionId, ConnectionParams, Credential, Endpoint,
+    EngineConfig, Event, ForwardOverflow, MessageMeta, Token,
 };
 use atbus_proto::FrameCodec;
 use atbus_proto::protocol::frame_message::Body;
@@ -95,10 +95,7 @@ fn a_finish_reason_is_counted_against_the_mtu() {
     while b.poll_transmit(now).is_some() {} // the first ping
     b.send("a", 0, Bytes::from_static(b"hello"), MessageMeta::default())
         .unwrap();
-    let reason = CloseReasonData {
-        code: 1,
-        message: "x".repeat(1000),
-    };
+    let reason = CloseReason::shutdown("x".repeat(1000));
     b.finish("a", 0, reason).unwrap();
     while let Some(transmit) = b.poll_transmit(now) {
         assert!(
@@ -246,7 +243,8 @@ fn a_window_probe_is_counted_against_the_mtu() {
         .unwrap();
     drain(&mut b, t0, mtu);
     b.handle_input(t0, conn, ack_from_a(1, 0, 3001));
-    b.finish("a", 1, CloseReasonData::default()).unwrap();
+    b.finish("a", 1, CloseReason::new(CloseCode::Unknown, ""))
+        .unwrap();
     // The message expires unacknowledged: RESET_OFFSET to 3001 goes out, and the stream is now
     // blocked on the window with nothing in flight.
     let t1 = t0 + std::time::Duration::from_millis(60);

@@ -14,6 +14,7 @@ use atbus_proto::{CodecConfig, FrameCodec};
 use bytes::Bytes;
 
 use super::auth::state::AuthState;
+use super::close::CloseReason;
 use super::config::{ConnectionParams, EngineConfig};
 use super::congestion::FlightFate;
 use super::connection::Connection;
@@ -24,6 +25,7 @@ use super::peer::Peer;
 use super::rtt::RttEstimator;
 use super::send::SendStream;
 use super::stats::EngineStats;
+use super::stream_id::StreamId;
 use super::transmit::ConnectionId;
 
 mod forwarder;
@@ -213,9 +215,9 @@ impl Endpoint {
     /// Closes `connection` on purpose: the peer gets a FINISH_CONNECTION with `reason` (the next
     /// transmit on it), then the connection is forgotten and what was in flight on it goes over
     /// the peer's other connections. The runtime closes the socket after that transmit.
-    pub fn close_connection(&mut self, connection: ConnectionId, reason: CloseReasonData) {
+    pub fn close_connection(&mut self, connection: ConnectionId, reason: CloseReason) {
         if let Some(state) = self.connections.get_mut(&connection) {
-            state.closing = Some(reason);
+            state.closing = Some(reason.to_wire());
             self.wake.insert(connection);
         }
     }
@@ -278,6 +280,7 @@ impl Endpoint {
         for name in moved {
             self.wake_peer(&name);
         }
+        let reason = CloseReason::from_wire(reason);
         match (established, failure) {
             (false, Some(failure)) => self.events.push_back(Event::HandshakeFailed {
                 connection,
@@ -299,10 +302,11 @@ impl Endpoint {
     pub fn send(
         &mut self,
         peer: &str,
-        stream_id: i64,
+        stream_id: impl Into<StreamId>,
         data: Bytes,
         meta: MessageMeta,
     ) -> Result<u64, SendError> {
+        let stream_id = stream_id.into().get();
         if stream_id < 0 {
             return Err(SendError::ReservedStream { stream_id });
         }
@@ -377,9 +381,11 @@ impl Endpoint {
     pub fn finish(
         &mut self,
         peer_name: &str,
-        stream_id: i64,
-        mut reason: CloseReasonData,
+        stream_id: impl Into<StreamId>,
+        reason: CloseReason,
     ) -> Result<(), SendError> {
+        let stream_id = stream_id.into().get();
+        let mut reason = reason.to_wire();
         // The reason travels in one packet of the smallest MTU: keep its text short.
         if reason.message.len() > MAX_CLOSE_MESSAGE {
             let mut cut = MAX_CLOSE_MESSAGE;
@@ -403,7 +409,12 @@ impl Endpoint {
     }
 
     /// Takes the next whole message of `stream_id` from `peer`, if one has arrived.
-    pub fn read(&mut self, peer_name: &str, stream_id: i64) -> Option<ReceivedMessage> {
+    pub fn read(
+        &mut self,
+        peer_name: &str,
+        stream_id: impl Into<StreamId>,
+    ) -> Option<ReceivedMessage> {
+        let stream_id = stream_id.into().get();
         let peer = self.peers.get_mut(peer_name)?;
         let stream = peer.recv.get_mut(&stream_id)?;
         if let Some(message) = stream.carried.pop_front() {
@@ -429,8 +440,8 @@ impl Endpoint {
         if let Some(finished) = stream.reassembler.pop_finished() {
             self.events.push_back(Event::StreamFinished {
                 peer: peer_name.to_string(),
-                stream_id,
-                reason: finished.reason,
+                stream_id: stream_id.into(),
+                reason: CloseReason::from_wire(finished.reason),
             });
         }
         // Tell the peer soon when reading opened its window by a good part, or at all while the
@@ -556,7 +567,7 @@ impl Endpoint {
             peer.blocked.remove(&stream_id);
             self.events.push_back(Event::Writable {
                 peer: peer_name.to_string(),
-                stream_id,
+                stream_id: stream_id.into(),
             });
         }
     }

@@ -1,35 +1,36 @@
 //! What the engine tells the application.
 
-use atbus_proto::protocol::CloseReasonData;
-
 use super::auth::AuthFailure;
+use super::close::CloseReason;
+use super::stream_id::StreamId;
 use super::transmit::ConnectionId;
 
 /// Something that happened, from [`Endpoint::poll_event`](super::Endpoint::poll_event).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Event {
     /// A stream has a whole message to take with [`Endpoint::read`](super::Endpoint::read).
     Readable {
         /// The peer that sent it.
         peer: String,
         /// The stream it came on.
-        stream_id: i64,
+        stream_id: StreamId,
     },
     /// A stream that refused a send with `WouldBlock` has room again.
     Writable {
         /// The peer the stream goes to.
         peer: String,
         /// The stream.
-        stream_id: i64,
+        stream_id: StreamId,
     },
     /// The peer finished its direction of a stream, after every message before the end was read.
     StreamFinished {
         /// The peer.
         peer: String,
         /// The stream.
-        stream_id: i64,
+        stream_id: StreamId,
         /// The reason it gave.
-        reason: CloseReasonData,
+        reason: CloseReason,
     },
     /// A relay knows no route to `peer`: what was queued to it is dropped, and sends to it fail
     /// with [`SendError::NoRoute`](super::SendError::NoRoute) for a while.
@@ -37,7 +38,7 @@ pub enum Event {
         /// The peer.
         peer: String,
         /// The relay's reason (code ROUTER_NOT_FOUND).
-        reason: CloseReasonData,
+        reason: CloseReason,
         /// Units that were queued to it and not acknowledged, now dropped.
         dropped_units: u64,
     },
@@ -46,7 +47,7 @@ pub enum Event {
         /// The peer.
         peer: String,
         /// The stream.
-        stream_id: i64,
+        stream_id: StreamId,
     },
     /// Messages queued on a stream were not acknowledged within `message_timeout` and were
     /// abandoned: the peer will never receive them.
@@ -54,7 +55,7 @@ pub enum Event {
         /// The peer.
         peer: String,
         /// The stream.
-        stream_id: i64,
+        stream_id: StreamId,
         /// How many messages.
         count: usize,
     },
@@ -75,7 +76,7 @@ pub enum Event {
         /// The peer at its other end.
         peer: String,
         /// Why.
-        reason: CloseReasonData,
+        reason: CloseReason,
     },
     /// A connection's handshake completed: the peer proved who it is (and, on the connecting
     /// side, so did the accepting side).
@@ -97,7 +98,7 @@ pub enum Event {
         /// The rule that failed.
         failure: AuthFailure,
         /// The close reason sent, or received from the accepting side.
-        reason: CloseReasonData,
+        reason: CloseReason,
     },
     /// The peer restarted (its handshake brought a new instance): the streams to it started over
     /// from offset 0, what it had not acknowledged is being sent again (so a message it took

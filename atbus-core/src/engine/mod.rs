@@ -9,6 +9,7 @@
 //! The stream rules it implements are those of `docs/protocol.md` section 5.
 
 pub mod auth;
+mod close;
 mod config;
 pub(crate) mod congestion;
 mod connection;
@@ -31,6 +32,7 @@ pub use auth::{
     AllowRule, AnonymousPolicy, AuthConfig, AuthFailure, ConnectOptions, Credential, IdentityKind,
     IssuedIdentity, PeerIdentity, Token, TokenError,
 };
+pub use close::{CloseCode, CloseReason};
 pub use config::{ConnectionKind, ConnectionParams, EngineConfig, ForwardOverflow};
 pub use endpoint::{Endpoint, MIN_MTU};
 pub use error::{ConnectionError, IssueError, SendError};

@@ -5,7 +5,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use atbus_proto::protocol::{AtbusCloseReason, CloseReasonData, PacketOptions};
+use atbus_proto::protocol::PacketOptions;
 use bytes::Bytes;
 use tokio::sync::{broadcast, oneshot, watch};
 
@@ -18,7 +18,7 @@ use super::shared::Shared;
 use super::traffic::TrafficCounters;
 use super::transport::{TransportContext, TransportCounters};
 use crate::address::Address;
-use crate::engine::{ConnectionId, EngineStats, MessageMeta};
+use crate::engine::{CloseReason, ConnectionId, EngineStats, MessageMeta};
 
 /// The stream `send` and `request` use when none is given.
 pub const DEFAULT_STREAM: i64 = 0;
@@ -258,13 +258,9 @@ impl Node {
             if !state.links.contains_key(&id) {
                 return false;
             }
-            state.endpoint.close_connection(
-                id,
-                CloseReasonData {
-                    code: AtbusCloseReason::Shutdown as i32,
-                    message: reason.to_string(),
-                },
-            );
+            state
+                .endpoint
+                .close_connection(id, CloseReason::shutdown(reason));
             true
         })
     }
@@ -474,13 +470,9 @@ impl Node {
         shared.with(|state| {
             let ids: Vec<_> = state.links.keys().copied().collect();
             for id in ids {
-                state.endpoint.close_connection(
-                    id,
-                    CloseReasonData {
-                        code: AtbusCloseReason::Shutdown as i32,
-                        message: "the node shuts down".into(),
-                    },
-                );
+                state
+                    .endpoint
+                    .close_connection(id, CloseReason::shutdown("the node shuts down"));
             }
         });
         // The writers send the close frames and end their connections.
@@ -546,14 +538,7 @@ impl NodeStream {
         self.node.inner.shared.with(|state| {
             state
                 .endpoint
-                .finish(
-                    &self.peer,
-                    self.stream_id,
-                    CloseReasonData {
-                        code: AtbusCloseReason::Shutdown as i32,
-                        message: reason.to_string(),
-                    },
-                )
+                .finish(&self.peer, self.stream_id, CloseReason::shutdown(reason))
                 .map_err(NodeError::from)
         })
     }

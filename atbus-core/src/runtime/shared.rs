@@ -294,6 +294,7 @@ impl State {
     fn on_event(&mut self, event: Event, wakeups: &mut Wakeups) {
         match event {
             Event::Readable { peer, stream_id } => {
+                let stream_id = stream_id.get();
                 if !self
                     .readable
                     .iter()
@@ -353,7 +354,7 @@ impl State {
                 reason,
             } => wakeups.events.push(NodeEvent::StreamClosed {
                 peer,
-                stream_id,
+                stream_id: stream_id.get(),
                 reason: reason.message,
             }),
             Event::MessagesExpired {
@@ -362,7 +363,7 @@ impl State {
                 count,
             } => wakeups.events.push(NodeEvent::MessagesExpired {
                 peer,
-                stream_id,
+                stream_id: stream_id.get(),
                 count,
             }),
             Event::PeerRestarted { peer } => wakeups.events.push(NodeEvent::PeerRestarted { peer }),

@@ -223,7 +223,7 @@ fn the_refused_client_learns_the_rule_from_the_close_reason() {
             _ => None,
         })
         .expect("the client saw the refusal");
-    assert_eq!(reason.code, AtbusCloseReason::Unauthorized as i32);
+    assert_eq!(reason.code.to_wire(), AtbusCloseReason::Unauthorized as i32);
     assert_eq!(reason.message, "unauthorized: bad_proof");
 }
 

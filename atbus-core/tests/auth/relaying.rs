@@ -158,7 +158,7 @@ fn an_unknown_destination_comes_back_as_router_not_found_and_sends_to_it_fail() 
             peer,
             reason,
             dropped_units,
-        } => Some((peer.clone(), reason.code, *dropped_units)),
+        } => Some((peer.clone(), reason.code.to_wire(), *dropped_units)),
         _ => None,
     });
     assert_eq!(

@@ -80,7 +80,8 @@ impl Node {
         while let Some(event) = self.endpoint.poll_event() {
             if let Event::Readable { peer, stream_id } = &event {
                 while let Some(message) = self.endpoint.read(peer, *stream_id) {
-                    self.received.push((peer.clone(), *stream_id, message.data));
+                    self.received
+                        .push((peer.clone(), stream_id.get(), message.data));
                 }
             }
             self.events.push(event);
@@ -107,7 +108,7 @@ impl Node {
                 connection: c,
                 failure,
                 reason,
-            } if *c == connection => Some((*failure, reason.code)),
+            } if *c == connection => Some((*failure, reason.code.to_wire())),
             _ => None,
         })
     }
@@ -119,7 +120,7 @@ impl Node {
                 connection: c,
                 reason,
                 ..
-            } if *c == connection => Some(reason.code),
+            } if *c == connection => Some(reason.code.to_wire()),
             _ => None,
         })
     }

@@ -6,11 +6,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use atbus_core::engine::{
-    AuthConfig, ConnectOptions, ConnectionId, ConnectionParams, Credential, Endpoint, EngineConfig,
-    EngineStats, Event, MessageMeta, SendError, Token, Transmit,
+    AuthConfig, CloseReason, ConnectOptions, ConnectionId, ConnectionParams, Credential, Endpoint,
+    EngineConfig, EngineStats, Event, MessageMeta, SendError, Token, Transmit,
 };
 use atbus_core::sim::{Driver, LinkKind, LinkProfile, Network};
-use atbus_proto::protocol::{AtbusCloseReason, CloseReasonData};
 use bytes::Bytes;
 
 /// splitmix64: a tiny deterministic generator for workloads and message bytes.
@@ -280,10 +279,7 @@ impl App {
                 }
             }
             if *next == outgoing.sizes.len() && !*finish_queued {
-                let reason = CloseReasonData {
-                    code: AtbusCloseReason::Shutdown as i32,
-                    message: String::new(),
-                };
+                let reason = CloseReason::shutdown("");
                 if let Err(error) = self.endpoint.finish(&self.peer, outgoing.stream_id, reason) {
                     self.problems.push(format!("finish failed: {error}"));
                 }
@@ -292,8 +288,9 @@ impl App {
         }
         while let Some(event) = self.endpoint.poll_event() {
             match event {
-                Event::Readable { stream_id, .. } => self.read(stream_id),
+                Event::Readable { stream_id, .. } => self.read(stream_id.get()),
                 Event::StreamFinished { stream_id, .. } => {
+                    let stream_id = stream_id.get();
                     let incoming = self.incoming.entry(stream_id).or_default();
                     if incoming.finished {
                         self.problems

@@ -131,10 +131,12 @@ impl Harness {
     pub(crate) fn check_event(&mut self, event: Event) {
         match event {
             Event::Readable { peer, stream_id } => {
+                let stream_id = stream_id.get();
                 known(&peer);
                 self.mix(stream_id as u64);
             }
             Event::Writable { peer, stream_id } => {
+                let stream_id = stream_id.get();
                 let peer = known(&peer);
                 assert!(
                     self.blocked.remove(&(peer, stream_id)),
@@ -146,12 +148,13 @@ impl Harness {
                 stream_id,
                 reason,
             } => {
+                let stream_id = stream_id.get();
                 let peer = known(&peer);
                 assert!(
                     self.peer_finished.insert((peer, stream_id)),
                     "stream {stream_id} of {peer} finished twice"
                 );
-                self.mix(reason.code as u64);
+                self.mix(reason.code.to_wire() as u64);
             }
             Event::MessagesExpired {
                 peer,
@@ -166,6 +169,7 @@ impl Harness {
                 self.mix(count as u64);
             }
             Event::StreamClosed { peer, stream_id } => {
+                let stream_id = stream_id.get();
                 let peer = known(&peer);
                 assert!(
                     self.finishing.remove(&(peer, stream_id)),
@@ -198,7 +202,7 @@ impl Harness {
                 // What was queued to it is dropped: no Writable or StreamClosed will come.
                 self.blocked.retain(|(name, _)| *name != peer);
                 self.finishing.retain(|(name, _)| *name != peer);
-                self.mix(reason.code as u64 ^ dropped_units);
+                self.mix(reason.code.to_wire() as u64 ^ dropped_units);
             }
             Event::Authenticated {
                 connection, peer, ..
@@ -214,7 +218,7 @@ impl Harness {
                 assert_eq!(peer, link.peer, "ConnectionLost names another peer");
                 self.pings.remove(&connection);
                 self.transport_blocked.remove(&connection);
-                self.mix(reason.code as u64);
+                self.mix(reason.code.to_wire() as u64);
             }
             // Connections here are bound by add_connection, or open by a handshake that works.
             other => panic!("an event only a failed handshake can cause: {other:?}"),

@@ -3,7 +3,7 @@
 //! message metadata and close reasons.
 
 use arbitrary::{Result, Unstructured};
-use atbus_core::engine::MessageMeta;
+use atbus_core::engine::{CloseCode, CloseReason, MessageMeta};
 use atbus_proto::protocol::{AtbusCloseReason, CloseReasonData, PacketOptions};
 use bytes::Bytes;
 
@@ -84,6 +84,15 @@ pub(crate) fn meta(u: &mut Unstructured) -> Result<MessageMeta> {
             .into_iter()
             .collect(),
     })
+}
+
+/// A close reason for the engine's API (`finish`, `close_connection`).
+pub(crate) fn api_close_reason(u: &mut Unstructured) -> Result<CloseReason> {
+    let reason = close_reason(u)?;
+    Ok(CloseReason::new(
+        CloseCode::from_wire(reason.code),
+        reason.message,
+    ))
 }
 
 pub(crate) fn close_reason(u: &mut Unstructured) -> Result<CloseReasonData> {

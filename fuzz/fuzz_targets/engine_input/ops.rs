@@ -10,7 +10,7 @@ use arbitrary::{Result, Unstructured};
 use atbus_core::engine::{ConnectionKind, SendError};
 use bytes::Bytes;
 
-use crate::input::{close_reason, meta};
+use crate::input::{api_close_reason, meta};
 use crate::world::Harness;
 use crate::{MAX_CONNECTIONS, MAX_RELAY_CONNECTIONS, NAMES, PEER, STREAMS};
 
@@ -82,7 +82,7 @@ impl Harness {
     pub(crate) fn finish(&mut self, u: &mut Unstructured) -> Result<()> {
         let peer = self.app_peer(u)?;
         let stream_id = *u.choose(&STREAMS)?;
-        let reason = close_reason(u)?;
+        let reason = api_close_reason(u)?;
         match self.endpoint.finish(peer, stream_id, reason) {
             Ok(()) => {
                 self.finishing.insert((peer, stream_id));
@@ -159,7 +159,7 @@ impl Harness {
                 if u.arbitrary()? {
                     self.endpoint.connection_lost(self.now, connection);
                 } else {
-                    let reason = close_reason(u)?;
+                    let reason = api_close_reason(u)?;
                     self.endpoint.close_connection(connection, reason);
                 }
             }

@@ -212,7 +212,7 @@ impl Harness {
                     "{connection} keeps an identity after HandshakeFailed"
                 );
                 self.forget(connection, &conn);
-                self.mix(failure as u64 ^ reason.code as u64);
+                self.mix(failure as u64 ^ reason.code.to_wire() as u64);
             }
             Event::ConnectionLost {
                 connection,
@@ -227,7 +227,7 @@ impl Harness {
                     assert_eq!(*name, peer, "ConnectionLost names another peer");
                 }
                 self.forget(connection, &conn);
-                self.mix(reason.code as u64);
+                self.mix(reason.code.to_wire() as u64);
             }
             Event::PeerReachable { peer } => {
                 assert!(self.reachable.insert(peer), "PeerReachable twice");

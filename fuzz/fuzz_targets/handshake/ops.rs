@@ -6,8 +6,7 @@
 use std::time::Duration;
 
 use arbitrary::{Result, Unstructured};
-use atbus_core::engine::ConnectionId;
-use atbus_proto::protocol::{AtbusCloseReason, CloseReasonData};
+use atbus_core::engine::{CloseReason, ConnectionId};
 use bytes::Bytes;
 
 use crate::ISSUED_NAME;
@@ -93,10 +92,7 @@ impl Harness {
                 if u.arbitrary()? {
                     self.server.connection_lost(self.now, id);
                 } else {
-                    let reason = CloseReasonData {
-                        code: AtbusCloseReason::Shutdown as i32,
-                        message: short_string(u)?,
-                    };
+                    let reason = CloseReason::shutdown(short_string(u)?);
                     self.server.close_connection(id, reason);
                 }
             }

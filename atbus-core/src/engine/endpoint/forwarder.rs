@@ -8,7 +8,6 @@
 //! (counted as misaddressed). Node-side routing (which relay a peer is reached through, what a
 //! notice means to the sender) is in `route.rs`.
 
-use crate::engine::stream_id::StreamId;
 use std::collections::{BTreeMap, VecDeque};
 
 use atbus_proto::protocol::frame_message::Body;
@@ -20,7 +19,9 @@ use bytes::{Bytes, BytesMut};
 
 use super::Endpoint;
 use super::mesh::{MAX_HOPS, Mesh};
+use crate::engine::close::CloseReason;
 use crate::engine::config::ForwardOverflow;
+use crate::engine::stream_id::StreamId;
 use crate::engine::transmit::ConnectionId;
 use crate::engine::wire::encode_content;
 
@@ -218,10 +219,8 @@ impl Endpoint {
                 }
                 ForwardOverflow::Disconnect => {
                     self.count_forward_drop("slow_consumer");
-                    let reason = CloseReasonData {
-                        code: AtbusCloseReason::Shutdown as i32,
-                        message: "slow consumer: the relay's queue for it is full".into(),
-                    };
+                    let reason =
+                        CloseReason::shutdown("slow consumer: the relay's queue for it is full");
                     self.close_connection(target, reason);
                     return true;
                 }

@@ -15,7 +15,6 @@ mod authorize;
 mod claim;
 mod connect;
 
-use crate::engine::stream_id::StreamId;
 use std::time::{Duration, Instant};
 
 use atbus_proto::handshake::handshake_message::Body as HandshakeBody;
@@ -35,6 +34,7 @@ use crate::engine::auth::ticket::TicketOrigin;
 use crate::engine::auth::{AuthFailure, IdentityKind, PeerIdentity};
 use crate::engine::config::ConnectionKind;
 use crate::engine::connection::Phase;
+use crate::engine::stream_id::StreamId;
 use crate::engine::transmit::ConnectionId;
 use crate::engine::wire::encode_content;
 

@@ -1,7 +1,6 @@
 //! What the endpoint does with bytes that arrive: frames decoded, checked against the
 //! connection's peer, and dispatched to pings, packets and acknowledgements.
 
-use crate::engine::stream_id::StreamId;
 use std::time::{Duration, Instant};
 
 use atbus_proto::protocol::frame_message::Body;
@@ -14,6 +13,7 @@ use bytes::Bytes;
 
 use super::Endpoint;
 use crate::engine::auth::AuthFailure;
+use crate::engine::close::CloseReason;
 use crate::engine::config::ConnectionKind;
 use crate::engine::connection::Phase;
 use crate::engine::event::Event;
@@ -21,6 +21,7 @@ use crate::engine::peer::RecvStream;
 use crate::engine::piece::PieceEnd;
 use crate::engine::reassembly::{Inserted, Reassembler};
 use crate::engine::rtt::RttEstimator;
+use crate::engine::stream_id::StreamId;
 use crate::engine::transmit::ConnectionId;
 use crate::engine::wire::{decode_packet, has_flag};
 
@@ -362,14 +363,14 @@ impl Endpoint {
                 stream.readable = true;
                 self.events.push_back(Event::Readable {
                     peer: peer_name.clone(),
-                    stream_id: packet.stream_id,
+                    stream_id: packet.stream_id.into(),
                 });
             }
             if let Some(finished) = stream.reassembler.pop_finished() {
                 self.events.push_back(Event::StreamFinished {
                     peer: peer_name.clone(),
-                    stream_id: packet.stream_id,
-                    reason: finished.reason,
+                    stream_id: packet.stream_id.into(),
+                    reason: CloseReason::from_wire(finished.reason),
                 });
             }
             peer.ack_pending.insert(packet.stream_id);
@@ -479,7 +480,7 @@ impl Endpoint {
                 peer.blocked.remove(&entry.stream_id);
                 self.events.push_back(Event::StreamClosed {
                     peer: peer_name.clone(),
-                    stream_id: entry.stream_id,
+                    stream_id: entry.stream_id.into(),
                 });
             }
         }

@@ -24,7 +24,6 @@
 //! that relay has the table that leads back to its originator. Until the tables do, the routes a
 //! relay learns from the frames it forwards lead the replies back (`provisional.rs`).
 
-use crate::engine::stream_id::StreamId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -36,6 +35,7 @@ use super::Endpoint;
 use super::provisional::Provisional;
 use crate::engine::error::SendError;
 use crate::engine::message::MessageMeta;
+use crate::engine::stream_id::StreamId;
 
 /// Routes longer than this many relays are dropped: loops in the tables count up to it and stop.
 pub const MAX_HOPS: u32 = 16;

@@ -2,7 +2,6 @@
 //! MTU: pongs owed, a ping when due, the peer's acknowledgement when due, then stream data if the
 //! connection is the peer's best.
 
-use crate::engine::stream_id::StreamId;
 use std::time::{Duration, Instant};
 
 use atbus_proto::protocol::frame_message::Body;
@@ -19,6 +18,7 @@ use super::Endpoint;
 use crate::engine::connection::Phase;
 use crate::engine::piece::PieceEnd;
 use crate::engine::send::SendStream;
+use crate::engine::stream_id::StreamId;
 use crate::engine::transmit::{ConnectionId, Transmit};
 use crate::engine::wire::{encode_content, fragment_of, fragment_overhead};
 

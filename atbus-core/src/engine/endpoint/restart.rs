@@ -6,10 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use atbus_proto::protocol::{AtbusCloseReason, CloseReasonData, MessageHead};
+use atbus_proto::protocol::MessageHead;
 use bytes::Bytes;
 
 use super::Endpoint;
+use crate::engine::close::{CloseCode, CloseReason};
 use crate::engine::event::Event;
 use crate::engine::reassembly::Reassembler;
 use crate::engine::transmit::ConnectionId;
@@ -200,10 +201,7 @@ impl Endpoint {
         for id in old {
             self.close_connection(
                 id,
-                CloseReasonData {
-                    code: AtbusCloseReason::PeerReset as i32,
-                    message: "the peer restarted".into(),
-                },
+                CloseReason::new(CloseCode::PeerReset, "the peer restarted"),
             );
         }
         self.stats.peer_restarts += 1;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use atbus_proto::protocol::CloseReasonData;
 
 use super::Endpoint;
+use crate::engine::close::CloseReason;
 use crate::engine::event::Event;
 use crate::engine::transmit::ConnectionId;
 
@@ -140,7 +141,7 @@ impl Endpoint {
         peer.unacked_units = 0;
         self.events.push_back(Event::Unroutable {
             peer: peer_name.to_string(),
-            reason,
+            reason: CloseReason::from_wire(reason),
             dropped_units,
         });
     }

@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
-use atbus_proto::protocol::{AtbusCloseReason, FrameMessage, MessageHead, PingData};
+use atbus_proto::protocol::{FrameMessage, MessageHead, PingData};
 
 use super::*;
+use crate::engine::close::{CloseCode, CloseReason};
 use crate::engine::config::ConnectionKind;
+use crate::engine::stream_id::StreamId;
 use crate::engine::transmit::Transmit;
 
 const MS: Duration = Duration::from_millis(1);
@@ -211,7 +213,7 @@ fn a_full_send_window_refuses_with_would_block_then_signals_writable() {
     assert!(
         events.contains(&Event::Writable {
             peer: "b".into(),
-            stream_id: 7
+            stream_id: StreamId::new(7)
         }),
         "{events:?}"
     );
@@ -280,10 +282,7 @@ fn finishing_a_stream_is_reported_to_both_ends() {
     pair.a
         .send("b", 3, pattern(10, 1), MessageMeta::default())
         .unwrap();
-    let reason = CloseReasonData {
-        code: AtbusCloseReason::Shutdown as i32,
-        message: "done".into(),
-    };
+    let reason = CloseReason::shutdown("done");
     pair.a.finish("b", 3, reason.clone()).unwrap();
     assert!(matches!(
         pair.a.send("b", 3, pattern(1, 1), MessageMeta::default()),
@@ -294,12 +293,12 @@ fn finishing_a_stream_is_reported_to_both_ends() {
     let events = Pair::events(&mut pair.b);
     assert!(events.contains(&Event::StreamFinished {
         peer: "a".into(),
-        stream_id: 3,
+        stream_id: StreamId::new(3),
         reason
     }));
     assert!(Pair::events(&mut pair.a).contains(&Event::StreamClosed {
         peer: "b".into(),
-        stream_id: 3
+        stream_id: StreamId::new(3)
     }));
 }
 
@@ -383,7 +382,7 @@ fn a_frame_that_speaks_for_another_node_closes_the_connection_as_unauthorized() 
     assert!(
         lost.iter()
             .any(|e| matches!(e, Event::ConnectionLost { reason, .. }
-            if reason.code == atbus_proto::protocol::AtbusCloseReason::Unauthorized as i32)),
+            if reason.code == CloseCode::Unauthorized)),
         "{lost:?}"
     );
 }
@@ -476,10 +475,7 @@ fn closing_a_connection_tells_the_peer_why_and_the_data_moves_to_another() {
     pair.connect(ConnectionParams::datagram_ipv4());
     pair.pump(Duration::from_millis(10));
     Pair::events(&mut pair.b);
-    let reason = CloseReasonData {
-        code: AtbusCloseReason::Shutdown as i32,
-        message: "moving to another path".into(),
-    };
+    let reason = CloseReason::shutdown("moving to another path");
     pair.a.close_connection(pair.links[first].0, reason.clone());
     let messages: Vec<Bytes> = (0..5).map(|i| pattern(2000, i)).collect();
     for message in &messages {
@@ -527,7 +523,7 @@ fn messages_past_their_timeout_are_abandoned_and_the_peer_skips_them() {
     assert!(
         events.contains(&Event::MessagesExpired {
             peer: "b".into(),
-            stream_id: 1,
+            stream_id: StreamId::new(1),
             count: 2
         }),
         "{events:?}"

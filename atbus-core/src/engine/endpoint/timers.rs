@@ -102,7 +102,7 @@ impl Endpoint {
                         self.stats.messages_expired += count as u64;
                         self.events.push_back(Event::MessagesExpired {
                             peer: name.clone(),
-                            stream_id,
+                            stream_id: stream_id.into(),
                             count,
                         });
                     }

@@ -3,7 +3,6 @@
 //! to "up" already sent; "up" itself is not simulated, so what the relay sends it is all there
 //! is to look at.
 
-use crate::engine::stream_id::StreamId;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use crate::engine::endpoint::Endpoint;
 use crate::engine::endpoint::forwarder::tests::{
     STREAM, frame_through_up, frames_sent_on, relay_between_up_and_b,
 };
+use crate::engine::stream_id::StreamId;
 use crate::engine::transmit::ConnectionId;
 use crate::engine::wire::decode_packet;
 
