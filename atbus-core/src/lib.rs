@@ -3,7 +3,7 @@
 //! [`engine`] is the sans-IO protocol engine (streams, acknowledgements, fragmentation by MTU,
 //! retransmission, flow control, several connections per peer, the token handshake). [`runtime`]
 //! is the tokio side: the transports that feed it (`tcp://`, `tls://`, `udp://`, `quic://`,
-//! `unix://`, `mem://`) and the `Node` API that services link (see `DESIGN.md` sections 3 and 5).
+//! `unix://`, `mem://`) and the `Node` API that services link (see `docs/architecture.md`).
 //! The wire format it speaks lives in `atbus-proto`.
 
 mod address;

@@ -5,8 +5,7 @@
 //! Kubernetes' `labels.Parse`), the node record ([`NodeRecord`]: name, version, host, metadata,
 //! labels, gateways, advertised relay), the [`Registry`] trait with its in-memory
 //! ([`MemoryRegistry`]) and etcd (`EtcdRegistry`, feature `etcd`) backends, and the watch cache
-//! that fans one etcd watch out to every subscriber of a process ([`Watch`]; see `DESIGN.md`
-//! section 6).
+//! that fans one etcd watch out to every subscriber of a process ([`Watch`]).
 //!
 //! ```
 //! use std::collections::BTreeMap;

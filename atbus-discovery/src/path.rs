@@ -1,4 +1,4 @@
-//! How to reach a target, from its record (DESIGN.md section 4): the same process → its `mem://`
+//! How to reach a target, from its record: the same process → its `mem://`
 //! address; the same host → its `unix://` address; the same namespace → its internal addresses;
 //! another namespace → the gateway whose match fits the caller, lowest priority first; otherwise
 //! through a relay.

@@ -160,7 +160,7 @@ pub enum Tier {
     Elsewhere,
     /// The same namespace on another host.
     Namespace,
-    /// The same namespace and host name (seed 004's "same machine"), another process.
+    /// The same namespace and host name ("the same machine"), another process.
     Host,
     /// The same namespace, host name and pid.
     Process,
@@ -430,7 +430,7 @@ mod tests {
         // The same zone id in another region is no match: the area is a hierarchy.
         let tier_and_area = |p: Proximity| (p.tier, p.area);
         assert_eq!(tier_and_area(proximities[7]), (Tier::Elsewhere, Area::None));
-        // The same host name in another namespace is another machine (seed 004).
+        // The same host name in another namespace is another machine.
         let same_host_name = me.proximity(&node("x", "test h1 100", ""));
         assert_eq!(tier_and_area(same_host_name), (Tier::Elsewhere, Area::None));
         // Levels neither side sets do not break the chain; an unknown host is nobody's.

@@ -1,4 +1,4 @@
-//! The node record of seed 004: what a node publishes about itself so that others can find it and
+//! The node record: what a node publishes about itself so that others can find it and
 //! choose how to reach it. Stored in etcd as JSON (`etcdctl get` shows it as it is); the same
 //! record travels over the bus as the protobuf message `atbus.discovery.node_record`.
 //!

@@ -1,4 +1,4 @@
-//! A node's relay preference (seed 004: through its own relay, or straight to the relay the
+//! A node's relay preference (through its own relay, or straight to the relay the
 //! target advertises). Two meshed relays, a and b; the target is on b, the sender on a. With
 //! `Own`, relay a forwards the traffic across the mesh; with `Advertised`, the sender also
 //! connects to b and relay a forwards none of it.

@@ -1,4 +1,4 @@
-//! The atbus-rs network control plane (DESIGN.md section 7): the `network-manager` service and
+//! The atbus-rs network control plane: the `network-manager` service and
 //! its agent and CLI, reaching each other through a relay.
 //!
 //! - Bootstrap tokens with an expiry, stored hashed, swept every minute, optionally single-use.

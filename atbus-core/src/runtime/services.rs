@@ -6,7 +6,7 @@
 //! up to date in the background; the first send on a selector waits for the watch's snapshot.
 //! The chosen node is dialed on demand where its record says is closest
 //! ([`path_to`]: memory, unix socket, internal address, matching gateway); until that connection
-//! is up, and when there is none, frames go through the relay (DESIGN.md section 4).
+//! is up, and when there is none, frames go through the relay (`atbus_discovery::path_to`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

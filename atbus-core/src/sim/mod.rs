@@ -1,4 +1,4 @@
-//! The deterministic simulated network the sans-IO engine is tested on (`DESIGN.md` section 3).
+//! The deterministic simulated network the sans-IO engine is tested on (`docs/architecture.md`).
 //!
 //! A [`Network`] owns any number of nodes — anything that implements [`Driver`], the sans-IO
 //! shape of the engine — and links between them, each direction with its own [`LinkProfile`]:

@@ -1,4 +1,4 @@
-//! Identities issued to clients on untrusted networks (seed 004, discovery note 4): the accepting
+//! Identities issued to clients on untrusted networks: the accepting
 //! side hands a client the triple (name, stream id, token); the client's handshakes are checked
 //! against exactly that triple, and a revoked or expired identity is refused on its next frame.
 
