@@ -383,17 +383,15 @@ impl Endpoint {
         let Some(identity) = state.identity.clone() else {
             return;
         };
-        // The handshake validates the address (no byte budget once the accept is out,
-        // `docs/protocol.md` 8.3): a stream transport proved it with its own handshake, and a
-        // proof over a fresh nonce cannot come from a replay. An anonymous hello over datagrams
-        // proves nothing: a ping rides with the accept, and the pong validates the address.
-        if state.params.kind == ConnectionKind::Stream
-            || !matches!(identity.kind, IdentityKind::Anonymous)
-        {
+        // On a stream transport the handshake validates the address (no byte budget once the
+        // accept is out, `docs/protocol.md` 8.3): the transport's own handshake proved it. A
+        // datagram peer proves it by its first frame after the accept (until then, nothing sent
+        // outgrows what it sent: it may not even have the accept yet, and a burst of data would
+        // only crowd the accept out of a lossy path). A ping rides with the accept when it fits,
+        // so that a live peer's pong validates the address at once, quiet as it may be.
+        if state.params.kind == ConnectionKind::Stream {
             state.validate_after_accept = true;
         } else if state.last_ping.is_none() {
-            state.ping_sequence += 1;
-            state.last_ping = Some(self.clock);
             let ping = FrameMessage {
                 head: Some(MessageHead {
                     source: self.name.clone(),
@@ -401,12 +399,16 @@ impl Endpoint {
                     ..Default::default()
                 }),
                 body: Some(Body::Ping(PingData {
-                    sequence: state.ping_sequence,
+                    sequence: state.ping_sequence + 1,
                     timepoint_microseconds: timepoint,
                 })),
             };
             let mut wire = BytesMut::new();
-            if self.codec.encode(&ping, &mut wire).is_ok() {
+            let queued: usize = state.outbox.iter().map(Bytes::len).sum();
+            let budget = state.received_total.saturating_sub(state.unvalidated_sent);
+            if self.codec.encode(&ping, &mut wire).is_ok() && queued + wire.len() <= budget {
+                state.ping_sequence += 1;
+                state.last_ping = Some(self.clock);
                 state.outbox.push(wire.freeze());
             }
         }
