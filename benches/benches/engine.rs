@@ -152,16 +152,14 @@ impl Pair {
         let data = payload(size);
         let a = net.add_node(Node::new("a", "b", data.clone(), now));
         let b = net.add_node(Node::new("b", "a", data, now));
-        let link = net.connect(a, b, profile);
         let added = [
-            net.node_mut(a)
-                .endpoint
-                .add_connection(now, link.a_connection, "b", params),
-            net.node_mut(b)
-                .endpoint
-                .add_connection(now, link.b_connection, "a", params),
+            net.node_mut(a).endpoint.add_connection(now, "b", params),
+            net.node_mut(b).endpoint.add_connection(now, "a", params),
         ];
-        assert!(added.iter().all(Result::is_ok), "{added:?}");
+        let [Ok(at_a), Ok(at_b)] = added else {
+            panic!("{added:?}");
+        };
+        net.link(a, at_a, b, at_b, profile);
         Self {
             net,
             a,

@@ -56,6 +56,8 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     /// The connection the next `poll_transmit` looks at first (round robin).
     next_connection: ConnectionId,
+    /// The id the last connection added got: ids are handed out in order from 1, never reused.
+    last_connection_id: u64,
     stats: EngineStats,
     /// Replay cache, issued identities, tickets, randomness, Unix clock.
     auth: AuthState,
@@ -107,6 +109,7 @@ impl Endpoint {
             peers: BTreeMap::new(),
             events: VecDeque::new(),
             next_connection: ConnectionId(0),
+            last_connection_id: 0,
             stats: EngineStats::default(),
         }
     }
@@ -131,14 +134,16 @@ impl Endpoint {
     /// it for an RTT sample, and sends on it when it is the peer's best. Connections over an
     /// untrusted network go through [`connect`](Self::connect) and [`accept`](Self::accept)
     /// instead.
+    ///
+    /// Returns the id the endpoint gave the connection: transmits for it carry that id, and the
+    /// runtime passes it with what arrives on it.
     pub fn add_connection(
         &mut self,
         now: Instant,
-        id: ConnectionId,
         peer: &str,
         params: ConnectionParams,
-    ) -> Result<(), ConnectionError> {
-        self.check_new_connection(id, params)?;
+    ) -> Result<ConnectionId, ConnectionError> {
+        self.check_new_connection(params)?;
         self.tick(now);
         let rtt = RttEstimator::new(self.config.initial_rtt);
         let mut connection = Connection::new(peer.to_string(), params, rtt, now);
@@ -148,9 +153,19 @@ impl Endpoint {
             relay: false,
             resumed: false,
         });
-        self.connections.insert(id, connection);
+        let id = self.insert_connection(connection);
         self.bind_to_peer(id, peer);
-        Ok(())
+        Ok(id)
+    }
+
+    /// Stores a new connection under a fresh id: one past the last handed out, so an id never
+    /// names two connections in the endpoint's life (a late input for a connection that is gone
+    /// cannot reach a newer one).
+    pub(super) fn insert_connection(&mut self, connection: Connection) -> ConnectionId {
+        self.last_connection_id += 1;
+        let id = ConnectionId(self.last_connection_id);
+        self.connections.insert(id, connection);
+        id
     }
 
     /// Puts `connection` among `peer`'s connections, and tells the application if the peer was
@@ -172,15 +187,8 @@ impl Endpoint {
         self.routes_changed();
     }
 
-    /// Checks the id and MTU of a connection about to be added.
-    fn check_new_connection(
-        &self,
-        id: ConnectionId,
-        params: ConnectionParams,
-    ) -> Result<(), ConnectionError> {
-        if self.connections.contains_key(&id) {
-            return Err(ConnectionError::DuplicateId(id));
-        }
+    /// Checks the MTU of a connection about to be added.
+    fn check_new_connection(&self, params: ConnectionParams) -> Result<(), ConnectionError> {
         let max = self.codec.config().max_frame_length();
         if params.mtu > max {
             return Err(ConnectionError::MtuTooLarge {

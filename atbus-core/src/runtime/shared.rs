@@ -48,7 +48,6 @@ pub(crate) const LINK_BACKLOG: usize = 1024 * 1024;
 pub(crate) struct State {
     pub endpoint: Endpoint,
     pub links: HashMap<ConnectionId, Link>,
-    next_connection: u64,
     /// Messages for the application.
     pub inbox: VecDeque<Message>,
     /// Bytes of the messages in `inbox`.
@@ -106,7 +105,6 @@ impl Shared {
             state: Mutex::new(State {
                 endpoint,
                 links: HashMap::new(),
-                next_connection: 1,
                 inbox: VecDeque::new(),
                 inbox_bytes: 0,
                 inbox_limit,
@@ -198,10 +196,8 @@ impl Shared {
 }
 
 impl State {
-    /// A fresh connection id with its queue.
-    pub fn add_link(&mut self, remote: String) -> (ConnectionId, Arc<Notify>) {
-        let id = ConnectionId(self.next_connection);
-        self.next_connection += 1;
+    /// The queue of connection `id`, which the engine just handed out.
+    pub fn add_link(&mut self, id: ConnectionId, remote: String) -> Arc<Notify> {
         let notify = Arc::new(Notify::new());
         let traffic_slot = Traffic::slot(&remote);
         if let Some(counters) = self.traffic.get_mut(traffic_slot) {
@@ -219,7 +215,7 @@ impl State {
                 blocked: false,
             },
         );
-        (id, notify)
+        notify
     }
 
     /// Forgets connection `id`'s queue: the transport is done with it.

@@ -87,12 +87,10 @@ async fn open_accepted(
         if state.shutting_down {
             return None;
         }
-        let (id, notify) = state.add_link(remote.clone());
-        match state.endpoint.accept(Instant::now(), id, params) {
-            Ok(()) => Some((id, notify)),
+        match state.endpoint.accept(Instant::now(), params) {
+            Ok(id) => Some((id, state.add_link(id, remote.clone()))),
             Err(error) => {
                 tracing::warn!(%error, remote, "connection not accepted");
-                state.remove_link(id);
                 None
             }
         }
@@ -141,15 +139,13 @@ pub(crate) async fn dial_loop(
                     if state.shutting_down {
                         return None;
                     }
-                    let (id, notify) = state.add_link(address.to_string());
                     match state
                         .endpoint
-                        .connect(Instant::now(), id, params, options.clone())
+                        .connect(Instant::now(), params, options.clone())
                     {
-                        Ok(()) => Some((id, notify)),
+                        Ok(id) => Some((id, state.add_link(id, address.to_string()))),
                         Err(error) => {
                             tracing::warn!(%error, %address, "connection not opened");
-                            state.remove_link(id);
                             None
                         }
                     }

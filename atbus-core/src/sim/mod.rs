@@ -53,7 +53,7 @@ mod network;
 mod stats;
 
 pub use link::{LinkKind, LinkProfile};
-pub use network::Network;
+pub use network::{NETWORK_NUMBERED, Network};
 pub use stats::{LinkStats, TransferStats};
 
 /// A node the simulated network drives: the sans-IO interface of the engine (or of a test's toy
@@ -112,8 +112,8 @@ impl fmt::Display for NodeIndex {
     }
 }
 
-/// A link between two nodes, as returned by [`Network::connect`]: which nodes it joins and the
-/// connection id each of them knows it by (tell each node its id; the ids are unique per node).
+/// A link between two nodes, as returned by [`Network::connect`] and [`Network::link`]: which
+/// nodes it joins and the connection id each of them knows it by (unique per node).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Link {
     index: usize,

@@ -221,15 +221,35 @@ impl World {
         profile: LinkProfile,
         options: ConnectOptions,
     ) -> Link {
-        let link = self.raw_link(client, server, profile.clone());
         let now = self.net.now();
-        self.net
+        let at_client = self
+            .net
             .node_mut(client)
             .endpoint
-            .connect(now, link.a_connection, params_of(&profile), options)
+            .connect(now, params_of(&profile), options)
             .expect("connect");
+        let link = self.accepted_link(client, at_client, server, profile);
         self.net.poll_node(client);
         link
+    }
+
+    /// A link from `client`'s connection `at_client` (opened with `connect`) to a new connection
+    /// `server` accepts.
+    pub fn accepted_link(
+        &mut self,
+        client: NodeIndex,
+        at_client: ConnectionId,
+        server: NodeIndex,
+        profile: LinkProfile,
+    ) -> Link {
+        let now = self.net.now();
+        let at_server = self
+            .net
+            .node_mut(server)
+            .endpoint
+            .accept(now, params_of(&profile))
+            .expect("accept");
+        self.net.link(client, at_client, server, at_server, profile)
     }
 
     /// Connects `client` as the restart of a node whose old connection to `server` vanished
@@ -257,21 +277,16 @@ impl World {
         self.connect(client, server, profile, options)
     }
 
-    /// A link on which only `server` runs the engine (it accepts); `attacker` sends raw bytes.
+    /// A link on which only `server` runs the engine (it accepts); `attacker` sends raw bytes (its
+    /// end is numbered by the network).
     pub fn raw_link(
         &mut self,
         attacker: NodeIndex,
         server: NodeIndex,
         profile: LinkProfile,
     ) -> Link {
-        let link = self.net.connect(attacker, server, profile.clone());
-        let now = self.net.now();
-        self.net
-            .node_mut(server)
-            .endpoint
-            .accept(now, link.b_connection, params_of(&profile))
-            .expect("accept");
-        link
+        let at_attacker = self.net.number_connection(attacker);
+        self.accepted_link(attacker, at_attacker, server, profile)
     }
 
     /// Sends raw `bytes` from `from` on its end of `link` (the a end).

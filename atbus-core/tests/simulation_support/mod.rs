@@ -467,30 +467,23 @@ pub fn run(
             LinkKind::Stream => ConnectionParams::stream(),
             LinkKind::Datagram => ConnectionParams::datagram_ipv6(),
         };
-        let link = net.connect(a, b, profile.clone());
         let now = net.now();
         let added = if handshake {
             let options = ConnectOptions::new("b", Credential::Token(sim_token()));
             [
-                net.node_mut(a)
-                    .endpoint
-                    .connect(now, link.a_connection, params, options),
-                net.node_mut(b)
-                    .endpoint
-                    .accept(now, link.b_connection, params),
+                net.node_mut(a).endpoint.connect(now, params, options),
+                net.node_mut(b).endpoint.accept(now, params),
             ]
         } else {
             [
-                net.node_mut(a)
-                    .endpoint
-                    .add_connection(now, link.a_connection, "b", params),
-                net.node_mut(b)
-                    .endpoint
-                    .add_connection(now, link.b_connection, "a", params),
+                net.node_mut(a).endpoint.add_connection(now, "b", params),
+                net.node_mut(b).endpoint.add_connection(now, "a", params),
             ]
         };
-        assert!(added.iter().all(Result::is_ok), "{added:?}");
-        made.push(link);
+        let [Ok(at_a), Ok(at_b)] = added else {
+            panic!("{added:?}");
+        };
+        made.push(net.link(a, at_a, b, at_b, profile.clone()));
     }
     for node in [a, b] {
         net.node_mut(node).pump();

@@ -122,17 +122,11 @@ pub(crate) fn digest(frame: &FrameMessage) -> u64 {
 }
 
 impl Harness {
-    /// Opens connection `id` to the relay `peer` with a real handshake: b connects with the token,
+    /// Opens a connection to the relay `peer` with a real handshake: b connects with the token,
     /// a scratch endpoint named `peer` accepts, and the two exchange until both are quiet. Then
     /// the scratch endpoint is dropped and the harness speaks for `peer` on the connection.
-    pub(crate) fn handshake(
-        &mut self,
-        id: ConnectionId,
-        peer: &'static str,
-        params: ConnectionParams,
-    ) {
+    pub(crate) fn handshake(&mut self, peer: &'static str, params: ConnectionParams) {
         let mut other = scratch(peer);
-        let other_id = ConnectionId(1);
         let options = ConnectOptions {
             peer: Some(peer.to_string()),
             credential: Credential::Token(token()),
@@ -140,12 +134,12 @@ impl Harness {
             relay: self.mode.is_some_and(|mode| mode.b_relay),
             resume: false,
         };
-        self.endpoint
-            .connect(self.now, id, params, options)
-            .expect("a fresh id and a valid MTU");
-        other
-            .accept(self.now, other_id, params)
+        let id = self
+            .endpoint
+            .connect(self.now, params, options)
             .expect("a valid MTU");
+        self.note_id(id);
+        let other_id = other.accept(self.now, params).expect("a valid MTU");
         self.handshaking = Some((id, params));
         for _ in 0..MAX_HANDSHAKE_ROUNDS {
             let mut progress = false;

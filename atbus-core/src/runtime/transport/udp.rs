@@ -175,17 +175,11 @@ fn route_or_accept(
         if state.shutting_down {
             return None;
         }
-        let (id, notify) = state.add_link(format!("udp://{remote}"));
-        match state
+        let id = state
             .endpoint
-            .accept(Instant::now(), id, params_for(remote))
-        {
-            Ok(()) => Some((id, notify)),
-            Err(_) => {
-                state.remove_link(id);
-                None
-            }
-        }
+            .accept(Instant::now(), params_for(remote))
+            .ok()?;
+        Some((id, state.add_link(id, format!("udp://{remote}"))))
     })?;
     hub.route(remote, id);
     tokio::spawn(hub.clone().run_writer(shared.clone(), id, remote, notify));
