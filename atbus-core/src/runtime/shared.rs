@@ -5,6 +5,9 @@
 //! Whoever calls into the engine (a connection's reader, the timer, the application sending) then
 //! calls [`State::drive`], which moves the engine's transmits to the connections' queues and its
 //! events to the application, and returns the wake-ups to deliver once the lock is released.
+//!
+//! This is the node's core, private to it: the transports reach it only through the handles of
+//! `handle` (which they are given), and nothing here knows of a transport.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,7 +20,6 @@ use tokio::sync::{Notify, broadcast, oneshot, watch};
 use super::error::NodeError;
 use super::message::{Message, NodeEvent};
 use super::traffic::Traffic;
-use super::transport::udp::UdpHub;
 use crate::engine::{ConnectionId, Endpoint, Event, SendError};
 
 /// Frames queued for one connection, and how to wake its writer.
@@ -92,8 +94,6 @@ pub(crate) struct Shared {
     pub writable: Notify,
     /// Peer and connection events for the application.
     pub events: broadcast::Sender<NodeEvent>,
-    /// The node's UDP sockets: the listeners', and one opened for dialing if needed.
-    pub udp: Mutex<Vec<Arc<UdpHub>>>,
     /// Becomes true when the node stops.
     pub stop: watch::Receiver<bool>,
 }
@@ -120,7 +120,6 @@ impl Shared {
             inbox: Notify::new(),
             writable: Notify::new(),
             events,
-            udp: Mutex::new(Vec::new()),
             stop,
         })
     }
