@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use atbus_core::runtime::{EngineSection, TlsConfig};
+use atbus_core::engine::EngineConfig;
+use atbus_core::runtime::TlsConfig;
 use serde::Deserialize;
 
 /// Where a relay listens when nothing says otherwise: TCP and UDP on loopback port 7800.
@@ -37,9 +38,10 @@ pub struct RelayConfig {
     /// TLS for `tls://` and `quic://` listeners.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// The engine's limits and timers.
+    /// The engine's limits and timers: each key present replaces the default (the relay role is
+    /// set on top of them).
     #[serde(default)]
-    pub engine: EngineSection,
+    pub engine: EngineConfig,
     /// Where the relay's nodes register, list and watch: in memory (default) or etcd.
     #[serde(default)]
     pub registry: RegistrySection,
@@ -106,7 +108,7 @@ impl Default for RelayConfig {
             peers: Vec::new(),
             tokens: Vec::new(),
             tls: None,
-            engine: EngineSection::default(),
+            engine: EngineConfig::default(),
             registry: RegistrySection::default(),
         }
     }
@@ -208,7 +210,6 @@ impl RelayConfig {
                 .map_err(|error| invalid("tls".into(), error.to_string()))?;
         }
         self.engine
-            .apply(atbus_core::engine::EngineConfig::default())
             .validate()
             .map_err(|message| invalid("engine".into(), message))?;
         Ok(())

@@ -99,7 +99,7 @@ impl RelayBuilder {
         config.check()?;
         let mut builder = Relay::builder()
             .name(config.name.clone())
-            .engine(config.engine.apply(EngineConfig::default()));
+            .engine(config.engine.clone());
         for address in &config.listen {
             builder = builder.listen(address.clone());
         }
