@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use atbus_core::engine::EngineConfig;
-use atbus_core::runtime::TlsConfig;
+use atbus_core::runtime::TlsSettings;
 use serde::Deserialize;
 
 /// Where a relay listens when nothing says otherwise: TCP and UDP on loopback port 7800.
@@ -35,9 +35,9 @@ pub struct RelayConfig {
     /// None: a development token is made up at start and printed once.
     #[serde(default)]
     pub tokens: Vec<String>,
-    /// TLS for `tls://` and `quic://` listeners.
+    /// TLS for `tls://` and `quic://` listeners (the node's `tls:` keys: see [`TlsSettings`]).
     #[serde(default)]
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<TlsSettings>,
     /// The engine's limits and timers: each key present replaces the default (the relay role is
     /// set on top of them).
     #[serde(default)]
@@ -206,7 +206,7 @@ impl RelayConfig {
                 .map_err(|error| invalid(format!("tokens[{index}]"), error.to_string()))?;
         }
         if let Some(tls) = &self.tls {
-            tls.settings()
+            tls.check()
                 .map_err(|error| invalid("tls".into(), error.to_string()))?;
         }
         self.engine

@@ -45,10 +45,9 @@
 //! [`NodeConfig::from_file`], to the working directory otherwise.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use super::builder::NodeBuilder;
 use super::error::NodeError;
@@ -93,9 +92,9 @@ pub struct NodeConfig {
     /// The largest message, in bytes.
     #[serde(default)]
     pub max_message_size: Option<usize>,
-    /// TLS for `tls://` and `quic://` addresses.
+    /// TLS for `tls://` and `quic://` addresses (see [`TlsSettings`] for the keys).
     #[serde(default)]
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<TlsSettings>,
     /// Reconnection backoff.
     #[serde(default)]
     pub reconnect: Option<ReconnectConfig>,
@@ -116,76 +115,6 @@ pub struct ReconnectConfig {
     /// The largest delay.
     #[serde(deserialize_with = "crate::duration::deserialize")]
     pub max: Duration,
-}
-
-/// The `tls` section of a [`NodeConfig`]: PEM files, and the mutual-TLS and name settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// This node's certificate chain (PEM, leaf first); needed to listen, and presented as the
-    /// client certificate when dialing.
-    #[serde(default)]
-    pub cert: Option<PathBuf>,
-    /// The private key of `cert` (PEM).
-    #[serde(default)]
-    pub key: Option<PathBuf>,
-    /// CA files (PEM) the peers' certificates must chain to: one path or a list.
-    #[serde(default, deserialize_with = "one_or_many")]
-    pub ca: Vec<PathBuf>,
-    /// Listeners refuse clients without a certificate signed by `ca`.
-    #[serde(default)]
-    pub require_client_cert: bool,
-    /// The name servers' certificates are checked against, instead of the dialed host.
-    #[serde(default)]
-    pub server_name: Option<String>,
-}
-
-impl TlsConfig {
-    /// The settings these fields describe.
-    pub fn settings(&self) -> Result<TlsSettings, NodeError> {
-        let mut settings = TlsSettings::new().require_client_cert(self.require_client_cert);
-        match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => settings = settings.identity_files(cert, key),
-            (None, None) => {}
-            (Some(_), None) => return Err(NodeError::Config("tls.cert needs tls.key".into())),
-            (None, Some(_)) => return Err(NodeError::Config("tls.key needs tls.cert".into())),
-        }
-        for ca in &self.ca {
-            settings = settings.ca_file(ca);
-        }
-        if let Some(name) = &self.server_name {
-            settings = settings.server_name(name.clone());
-        }
-        Ok(settings)
-    }
-
-    /// Makes the relative paths relative to `folder` (the configuration file's).
-    pub fn resolve_relative_to(&mut self, folder: &Path) {
-        let paths = self
-            .cert
-            .iter_mut()
-            .chain(&mut self.key)
-            .chain(&mut self.ca);
-        for path in paths {
-            if path.is_relative() {
-                *path = folder.join(&*path);
-            }
-        }
-    }
-}
-
-/// A path or a list of paths.
-fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<PathBuf>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(PathBuf),
-        Many(Vec<PathBuf>),
-    }
-    Ok(match OneOrMany::deserialize(deserializer)? {
-        OneOrMany::One(path) => vec![path],
-        OneOrMany::Many(paths) => paths,
-    })
 }
 
 /// A peer in a [`NodeConfig`].
@@ -287,7 +216,9 @@ impl NodeConfig {
             .map_err(|error| NodeError::Config(format!("engine: {error}")))?;
         builder = builder.engine(engine);
         if let Some(tls) = &self.tls {
-            builder = builder.tls(tls.settings()?);
+            tls.check()
+                .map_err(|error| NodeError::Config(error.to_string()))?;
+            builder = builder.tls(tls.clone());
         }
         Ok(builder)
     }
@@ -434,13 +365,14 @@ mod tests {
     #[test]
     fn the_tls_section_takes_one_ca_or_a_list() {
         let one = NodeConfig::from_yaml("name: a\ntls:\n  ca: ca.pem\n").expect("one");
-        assert_eq!(one.tls.expect("tls").ca, [PathBuf::from("ca.pem")]);
+        let ca: Vec<&std::path::Path> = one.tls.as_ref().expect("tls").ca_files().collect();
+        assert_eq!(ca, [std::path::PathBuf::from("ca.pem")]);
         let many = NodeConfig::from_yaml(
             "name: a\ntls:\n  ca: [a.pem, b.pem]\n  require_client_cert: true\n",
         )
         .expect("a list");
         let tls = many.tls.expect("tls");
-        assert_eq!(tls.ca.len(), 2);
-        assert!(tls.require_client_cert);
+        assert_eq!(tls.ca_files().count(), 2);
+        assert!(tls.client_cert_required());
     }
 }

@@ -34,7 +34,7 @@ mod traffic;
 pub mod transport;
 
 pub use builder::{NodeBuilder, RelayPreference};
-pub use config::{Connect, NodeConfig, PeerConfig, ReconnectConfig, TlsConfig, parse_duration};
+pub use config::{Connect, NodeConfig, PeerConfig, ReconnectConfig, parse_duration};
 pub use discovery::{RelayDiscovery, RelayWatch};
 pub use error::NodeError;
 pub use message::{Message, NodeEvent};

@@ -33,7 +33,7 @@ use crate::address::Address;
 use crate::engine::ConnectionParams;
 use crate::runtime::error::NodeError;
 use crate::runtime::handle::{ConnectionHandle, NodeHandle};
-use crate::runtime::tls_config::{TlsConfigs, TlsError, TlsSettings};
+use crate::runtime::tls_config::{LoadedTls, TlsError, TlsSettings};
 
 /// How long an accepted connection has to complete its TLS or QUIC handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,7 +41,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the transports of one node share: its TLS configurations, its quinn endpoints, its UDP
 /// sockets and its counters.
 pub(crate) struct TransportContext {
-    pub tls: Option<TlsConfigs>,
+    pub tls: Option<LoadedTls>,
     pub quic: quic::QuicEndpoints,
     /// The node's UDP sockets: the listeners', and one opened for dialing if needed.
     udp: Mutex<Vec<Arc<udp::UdpHub>>>,
@@ -50,7 +50,7 @@ pub(crate) struct TransportContext {
 
 impl TransportContext {
     /// The context of a node with `tls` settings loaded (or none).
-    fn new(mut tls: Option<TlsConfigs>) -> Result<Self, TlsError> {
+    fn new(mut tls: Option<LoadedTls>) -> Result<Self, TlsError> {
         let quic = quic::QuicEndpoints::new(tls.as_mut())?;
         Ok(Self {
             tls,
@@ -101,7 +101,7 @@ impl TransportContext {
         Self::new(configs).map_err(|error| TransportError::from(error).into())
     }
 
-    fn tls(&self, address: &Address) -> Result<&TlsConfigs, TransportError> {
+    fn tls(&self, address: &Address) -> Result<&LoadedTls, TransportError> {
         self.tls.as_ref().ok_or_else(|| TransportError::NoTls {
             address: address.to_string(),
         })

@@ -18,7 +18,7 @@ use super::counters::Counters;
 use super::stream;
 use crate::address::HostPort;
 use crate::runtime::handle::ConnectionHandle;
-use crate::runtime::tls_config::{TlsConfigs, TlsError};
+use crate::runtime::tls_config::{LoadedTls, TlsError};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{
     Connection, Endpoint, EndpointConfig, RecvStream, SendStream, TransportConfig, VarInt,
@@ -50,7 +50,7 @@ pub(crate) struct QuicEndpoints {
 impl QuicEndpoints {
     /// Endpoints configured from `tls`: listening needs its server configuration, dialing its
     /// client one.
-    pub fn new(tls: Option<&mut TlsConfigs>) -> Result<Self, TlsError> {
+    pub fn new(tls: Option<&mut LoadedTls>) -> Result<Self, TlsError> {
         let mut endpoints = Self {
             server: None,
             client: None,
