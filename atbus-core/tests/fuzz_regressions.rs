@@ -6,6 +6,7 @@ use atbus_core::engine::{
     ConnectOptions, ConnectionId, ConnectionParams, Credential, Endpoint, EngineConfig, Event,
     ForwardOverflow, MessageMeta, Token,
 };
+use atbus_core::sim::BackToBack;
 use atbus_proto::FrameCodec;
 use atbus_proto::protocol::frame_message::Body;
 use atbus_proto::protocol::packet_content::FragmentType;
@@ -338,22 +339,12 @@ fn connect_to_relay(b: &mut Endpoint, now: Instant, params: ConnectionParams) ->
         early_data: false,
         ..ConnectOptions::new("r", Credential::Token(token))
     };
-    let id = b.connect(now, params, options).unwrap();
-    let at_relay = relay.accept(now, params).unwrap();
-    loop {
-        let mut progress = false;
-        while let Some(transmit) = b.poll_transmit(now) {
-            progress = true;
-            relay.handle_input(now, at_relay, transmit.data);
-        }
-        while let Some(transmit) = relay.poll_transmit(now) {
-            progress = true;
-            b.handle_input(now, id, transmit.data);
-        }
-        if !progress {
-            break;
-        }
-    }
+    let link = BackToBack::connect(now, b, &mut relay, params, options).unwrap();
+    assert!(
+        link.exchange(now, b, &mut relay, 64),
+        "the handshake goes quiet"
+    );
+    let id = link.a;
     assert!(b.peer_identity(id).is_some_and(|identity| identity.relay));
     id
 }

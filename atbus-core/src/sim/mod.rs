@@ -10,6 +10,12 @@
 //! a sequence number, so the same seed and the same calls give the same run, event for event;
 //! a failing test prints its seed and is replayed from it.
 //!
+//! The engine runs on it as an [`EngineNode`] (`sim/engine.rs`): the one driver of an endpoint
+//! on the network, with the application of a test or a bench on top, and the calls that register
+//! a link's connections with the endpoints at its ends ([`Network::bind`],
+//! [`Network::handshake`], [`Network::accept_link`]). [`BackToBack`] joins two endpoints without
+//! a network, for harnesses that drive one by hand (the fuzz targets).
+//!
 //! Compiled with the `sim` feature of atbus-core only.
 //!
 //! ```
@@ -48,10 +54,12 @@ use bytes::Bytes;
 
 use crate::engine::transmit::{ConnectionId, Transmit};
 
+mod engine;
 mod link;
 mod network;
 mod stats;
 
+pub use engine::{Application, BackToBack, End, EngineNode, params_of};
 pub use link::{LinkKind, LinkProfile};
 pub use network::{NETWORK_NUMBERED, Network};
 pub use stats::{LinkStats, TransferStats};
