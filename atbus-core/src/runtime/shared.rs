@@ -286,41 +286,25 @@ impl State {
         }
     }
 
+    /// Does what `event` asks of the node (a message to take, a connection to close, requests to
+    /// fail), then hands the application its view of it.
     fn on_event(&mut self, event: Event, wakeups: &mut Wakeups) {
-        match event {
-            Event::Readable { peer, stream_id } => {
-                if !self
-                    .readable
-                    .iter()
-                    .any(|(p, s)| *s == stream_id && *p == peer)
-                {
-                    self.readable.push_back((peer, stream_id));
-                }
+        if let Event::Readable { peer, stream_id } = event {
+            // Queued once; the application sees the messages, not the event.
+            if !self
+                .readable
+                .iter()
+                .any(|(p, s)| *s == stream_id && *p == peer)
+            {
+                self.readable.push_back((peer, stream_id));
             }
+            return;
+        }
+        match &event {
             Event::Writable { .. } => wakeups.writable = true,
-            Event::ConnectionLost {
-                connection,
-                peer,
-                reason,
-            } => {
-                self.close_link(connection, wakeups);
-                wakeups.events.push(NodeEvent::ConnectionLost {
-                    connection,
-                    peer,
-                    reason: reason.message,
-                });
-            }
-            Event::HandshakeFailed {
-                connection,
-                failure,
-                reason,
-            } => {
-                self.close_link(connection, wakeups);
-                wakeups.events.push(NodeEvent::HandshakeFailed {
-                    connection,
-                    failure,
-                    reason: reason.message,
-                });
+            Event::ConnectionLost { connection, .. }
+            | Event::HandshakeFailed { connection, .. } => {
+                self.close_link(*connection, wakeups);
             }
             Event::Authenticated {
                 connection, peer, ..
@@ -328,51 +312,19 @@ impl State {
                 // A relay some peers advertise: they are reached through it from now on.
                 let advertising = self
                     .links
-                    .get(&connection)
+                    .get(connection)
                     .and_then(|link| self.advertised_relays.get(&link.remote));
                 for target in advertising.into_iter().flatten() {
                     self.endpoint
                         .set_preferred_relay(target, Some(peer.clone()));
                 }
-                wakeups
-                    .events
-                    .push(NodeEvent::Connected { connection, peer });
             }
-            Event::PeerReachable { peer } => wakeups.events.push(NodeEvent::PeerReachable { peer }),
-            Event::PeerUnreachable { peer } => {
-                wakeups.events.push(NodeEvent::PeerUnreachable { peer })
-            }
-            Event::StreamFinished {
-                peer,
-                stream_id,
-                reason,
-            } => wakeups.events.push(NodeEvent::StreamClosed {
-                peer,
-                stream_id,
-                reason: reason.message,
-            }),
-            Event::MessagesExpired {
-                peer,
-                stream_id,
-                count,
-            } => wakeups.events.push(NodeEvent::MessagesExpired {
-                peer,
-                stream_id,
-                count,
-            }),
-            Event::PeerRestarted { peer } => wakeups.events.push(NodeEvent::PeerRestarted { peer }),
-            Event::NameAssigned { name } => wakeups.events.push(NodeEvent::NameAssigned { name }),
-            Event::StreamClosed { .. } => {}
-            Event::Unroutable {
-                peer,
-                reason,
-                dropped_units,
-            } => {
+            Event::Unroutable { peer, .. } => {
                 // Its requests will get no reply.
                 let failed: Vec<u64> = self
                     .requests
                     .iter()
-                    .filter(|(_, (to, _))| *to == peer)
+                    .filter(|(_, (to, _))| to == peer)
                     .map(|(&id, _)| id)
                     .collect();
                 for id in failed {
@@ -384,13 +336,10 @@ impl State {
                 }
                 // Senders waiting on its window fail fast now.
                 wakeups.writable = true;
-                wakeups.events.push(NodeEvent::Unroutable {
-                    peer,
-                    reason: reason.message,
-                    dropped_units,
-                });
             }
+            _ => {}
         }
+        wakeups.events.extend(NodeEvent::from_engine(event));
     }
 
     /// Takes messages from the engine into the inbox (replies to their requests) while the inbox
