@@ -133,10 +133,7 @@ impl Endpoint {
     /// (in-process, or mutual TLS): no handshake. The engine starts using it at once: it pings
     /// it for an RTT sample, and sends on it when it is the peer's best. Connections over an
     /// untrusted network go through [`connect`](Self::connect) and [`accept`](Self::accept)
-    /// instead.
-    ///
-    /// Returns the id the endpoint gave the connection: transmits for it carry that id, and the
-    /// runtime passes it with what arrives on it.
+    /// instead. Returns the id the endpoint gave the connection (its transmits carry it).
     pub fn add_connection(
         &mut self,
         now: Instant,
@@ -158,9 +155,8 @@ impl Endpoint {
         Ok(id)
     }
 
-    /// Stores a new connection under a fresh id: one past the last handed out, so an id never
-    /// names two connections in the endpoint's life (a late input for a connection that is gone
-    /// cannot reach a newer one).
+    /// Stores a new connection under a fresh id: ids are never reused, so a late input for a
+    /// connection that is gone cannot reach a newer one.
     pub(super) fn insert_connection(&mut self, connection: Connection) -> ConnectionId {
         self.last_connection_id += 1;
         let id = ConnectionId(self.last_connection_id);

@@ -44,7 +44,8 @@ impl Application for () {
     fn pump(&mut self, _endpoint: &mut Endpoint) {}
 }
 
-/// A node of a [`Network`] that runs the engine (see the [module documentation](self)).
+/// A node of a [`Network`] that runs the engine, with an [`Application`] on top (see the
+/// [`sim`](crate::sim) module).
 #[derive(Debug)]
 pub struct EngineNode<A = ()> {
     /// The engine.
