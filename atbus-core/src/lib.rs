@@ -7,6 +7,7 @@
 //! The wire format it speaks lives in `atbus-proto`.
 
 mod address;
+mod duration;
 pub mod engine;
 pub mod runtime;
 

@@ -6,6 +6,7 @@ use atbus_core::engine::{
     CloseCode, CloseReason, ConnectOptions, ConnectionId, ConnectionParams, Credential, Endpoint,
     EngineConfig, Event, ForwardOverflow, MessageMeta, Token,
 };
+use atbus_core::sim::BackToBack;
 use atbus_proto::FrameCodec;
 use atbus_proto::protocol::frame_message::Body;
 use atbus_proto::protocol::packet_content::FragmentType;
@@ -62,8 +63,8 @@ fn packet(offset: i64, data: Bytes, has_more: bool) -> Bytes {
 fn a_message_over_max_message_size_is_not_delivered() {
     let now = Instant::now();
     let mut b = Endpoint::new("b", config(), now);
-    let conn = ConnectionId(1);
-    b.add_connection(now, conn, "a", ConnectionParams::stream())
+    let conn = b
+        .add_connection(now, "a", ConnectionParams::stream())
         .unwrap();
     b.handle_input(now, conn, packet(0, Bytes::from(vec![1; 40_000]), true));
     b.handle_input(
@@ -88,9 +89,8 @@ fn a_message_over_max_message_size_is_not_delivered() {
 fn a_finish_reason_is_counted_against_the_mtu() {
     let now = Instant::now();
     let mut b = Endpoint::new("b", config(), now);
-    let conn = ConnectionId(1);
     let mtu = 548;
-    b.add_connection(now, conn, "a", ConnectionParams::datagram_ipv4())
+    b.add_connection(now, "a", ConnectionParams::datagram_ipv4())
         .unwrap();
     while b.poll_transmit(now).is_some() {} // the first ping
     b.send("a", 0, Bytes::from_static(b"hello"), MessageMeta::default())
@@ -114,8 +114,8 @@ fn a_finish_reason_is_counted_against_the_mtu() {
 fn no_ack_deadline_outlives_the_last_connection() {
     let now = Instant::now();
     let mut b = Endpoint::new("b", config(), now);
-    let conn = ConnectionId(1);
-    b.add_connection(now, conn, "a", ConnectionParams::datagram_ipv6())
+    let conn = b
+        .add_connection(now, "a", ConnectionParams::datagram_ipv6())
         .unwrap();
     while b.poll_transmit(now).is_some() {}
     b.handle_input(now, conn, packet(0, Bytes::from_static(b"hi"), false));
@@ -143,9 +143,8 @@ fn no_ack_deadline_outlives_the_last_connection() {
 fn an_acknowledgement_sheds_ranges_to_fit_a_small_mtu() {
     let now = Instant::now();
     let mut b = Endpoint::new("b", config(), now);
-    let conn = ConnectionId(1);
     let params = ConnectionParams::datagram_ipv4().with_mtu(128);
-    b.add_connection(now, conn, "a", params).unwrap();
+    let conn = b.add_connection(now, "a", params).unwrap();
     while b.poll_transmit(now).is_some() {}
     // 20 one-byte messages with a gap before each: 20 received ranges above offset 0.
     for i in 0..20 {
@@ -233,8 +232,8 @@ fn a_window_probe_is_counted_against_the_mtu() {
     };
     let mtu = 1232;
     let mut b = Endpoint::new("b", config, t0);
-    let conn = ConnectionId(1);
-    b.add_connection(t0, conn, "a", ConnectionParams::datagram_ipv6())
+    let conn = b
+        .add_connection(t0, "a", ConnectionParams::datagram_ipv6())
         .unwrap();
     drain(&mut b, t0, mtu);
     // Stream 1: a message of 3000 bytes (units 0..3001) goes out; the peer announces a window
@@ -266,8 +265,8 @@ fn a_stream_blocked_by_the_window_sends_probes() {
     let t0 = Instant::now();
     let mtu = 1232;
     let mut b = Endpoint::new("b", EngineConfig::default(), t0);
-    let conn = ConnectionId(1);
-    b.add_connection(t0, conn, "a", ConnectionParams::datagram_ipv6())
+    let conn = b
+        .add_connection(t0, "a", ConnectionParams::datagram_ipv6())
         .unwrap();
     drain(&mut b, t0, mtu);
     b.send("a", 1, Bytes::from(vec![7; 3000]), MessageMeta::default())
@@ -305,8 +304,7 @@ fn a_data_packet_at_a_reset_point_fits_a_64k_mtu() {
     };
     let mtu = 64 * 1024;
     let mut b = Endpoint::new("b", config, t0);
-    let conn = ConnectionId(1);
-    b.add_connection(t0, conn, "a", ConnectionParams::stream())
+    b.add_connection(t0, "a", ConnectionParams::stream())
         .unwrap();
     drain(&mut b, t0, mtu);
     b.send("a", 0, Bytes::from(vec![7; 19]), MessageMeta::default())
@@ -327,9 +325,9 @@ fn a_data_packet_at_a_reset_point_fits_a_64k_mtu() {
     drain(&mut b, t1, mtu);
 }
 
-/// Opens connection `id` of `b` to a relay named "r" with a real handshake (a token), over
-/// `params`: b's side of it then says the peer is a relay.
-fn connect_to_relay(b: &mut Endpoint, now: Instant, id: ConnectionId, params: ConnectionParams) {
+/// Opens a connection of `b` to a relay named "r" with a real handshake (a token), over `params`:
+/// b's side of it then says the peer is a relay. Returns its id at b.
+fn connect_to_relay(b: &mut Endpoint, now: Instant, params: ConnectionParams) -> ConnectionId {
     let token = Token::new("fuzz regressions: a relay's token").unwrap();
     let mut config = EngineConfig::default();
     config.auth.tokens = vec![token.clone()];
@@ -339,23 +337,14 @@ fn connect_to_relay(b: &mut Endpoint, now: Instant, id: ConnectionId, params: Co
         early_data: false,
         ..ConnectOptions::new("r", Credential::Token(token))
     };
-    b.connect(now, id, params, options).unwrap();
-    relay.accept(now, ConnectionId(1), params).unwrap();
-    loop {
-        let mut progress = false;
-        while let Some(transmit) = b.poll_transmit(now) {
-            progress = true;
-            relay.handle_input(now, ConnectionId(1), transmit.data);
-        }
-        while let Some(transmit) = relay.poll_transmit(now) {
-            progress = true;
-            b.handle_input(now, id, transmit.data);
-        }
-        if !progress {
-            break;
-        }
-    }
+    let link = BackToBack::connect(now, b, &mut relay, params, options).unwrap();
+    assert!(
+        link.exchange(now, b, &mut relay, 64),
+        "the handshake goes quiet"
+    );
+    let id = link.a;
     assert!(b.peer_identity(id).is_some_and(|identity| identity.relay));
+    id
 }
 
 /// A frame the relay "r" sends b, speaking for `originator`.
@@ -385,8 +374,7 @@ fn from_relay(originator: &str, body: Body) -> Bytes {
 fn flights_dropped_for_an_unroutable_peer_leave_the_congestion_window() {
     let now = Instant::now();
     let mut b = Endpoint::new("b", config(), now);
-    let conn = ConnectionId(1);
-    connect_to_relay(&mut b, now, conn, ConnectionParams::datagram_ipv6());
+    let conn = connect_to_relay(&mut b, now, ConnectionParams::datagram_ipv6());
     for _ in 0..4 {
         b.send("x", 1, Bytes::from(vec![7; 4000]), MessageMeta::default())
             .unwrap();
@@ -462,10 +450,11 @@ fn drop_oldest_never_holds_more_than_the_forward_queue_limit() {
     config.forward_queue_limit = 1000;
     config.forward_overflow = ForwardOverflow::DropOldest;
     let mut b = Endpoint::new("b", config, now);
-    let (from_a, to_c) = (ConnectionId(1), ConnectionId(2));
-    b.add_connection(now, from_a, "a", ConnectionParams::stream())
+    let from_a = b
+        .add_connection(now, "a", ConnectionParams::stream())
         .unwrap();
-    b.add_connection(now, to_c, "c", ConnectionParams::stream())
+    let to_c = b
+        .add_connection(now, "c", ConnectionParams::stream())
         .unwrap();
     while b.poll_transmit(now).is_some() {}
     b.handle_input(now, from_a, for_c(400));
@@ -490,8 +479,8 @@ fn drop_oldest_never_holds_more_than_the_forward_queue_limit() {
 fn a_pong_with_a_forged_timepoint_is_ignored() {
     let now = Instant::now();
     let mut b = Endpoint::new("b", config(), now);
-    let conn = ConnectionId(1);
-    b.add_connection(now, conn, "a", ConnectionParams::stream())
+    let conn = b
+        .add_connection(now, "a", ConnectionParams::stream())
         .unwrap();
     while b.poll_transmit(now).is_some() {} // the first ping: sequence 1
     for timepoint in [i64::MIN, -1, 0, i64::MAX] {

@@ -462,30 +462,29 @@ fn first_frame_on(transmits: &[Transmit], id: ConnectionId) -> (usize, FrameMess
     frames_of(&transmit.data).remove(0)
 }
 
-/// Feeds a hello frame to `relay` on a new stream connection; returns everything it sends then.
+/// Feeds a hello frame to `relay` on a new stream connection; returns the connection and
+/// everything the relay sends then.
 fn answer_to_hello(
     relay: &mut Endpoint,
     now: Instant,
-    id: ConnectionId,
     hello_frame: &[u8],
-) -> Vec<Transmit> {
-    relay
-        .accept(now, id, ConnectionParams::stream())
+) -> (ConnectionId, Vec<Transmit>) {
+    let id = relay
+        .accept(now, ConnectionParams::stream())
         .expect("a new connection");
     relay.handle_input(now, id, Bytes::copy_from_slice(hello_frame));
-    drain(relay, now)
+    (id, drain(relay, now))
 }
 
-/// Feeds the documented hello to `relay` on a new stream connection; returns the first frame of
-/// its answer and that frame's length.
+/// Feeds the documented hello to `relay` on a new stream connection; returns the connection, and
+/// the first frame of its answer with that frame's length.
 fn answer_to_documented_hello(
     relay: &mut Endpoint,
     now: Instant,
-    id: ConnectionId,
-) -> (usize, FrameMessage) {
+) -> (ConnectionId, (usize, FrameMessage)) {
     let values = documented_values();
-    let transmits = answer_to_hello(relay, now, id, value(&values, "hello frame"));
-    first_frame_on(&transmits, id)
+    let (id, transmits) = answer_to_hello(relay, now, value(&values, "hello frame"));
+    (id, first_frame_on(&transmits, id))
 }
 
 /// The accept a handshake frame holds.
@@ -498,15 +497,14 @@ fn accept_of(frame: &FrameMessage) -> HandshakeAccept {
 }
 
 /// Signs `hello` by hand, pads and frames it, feeds it to `relay` on a new connection, and returns
-/// the accept, whose proof is checked by hand, with everything the relay sent.
+/// the connection, and the accept, whose proof is checked by hand, with everything the relay sent.
 fn accept_of_hello(
     relay: &mut Endpoint,
     now: Instant,
-    id: ConnectionId,
     hello: &HandshakeHello,
-) -> (HandshakeAccept, Vec<Transmit>) {
+) -> (ConnectionId, (HandshakeAccept, Vec<Transmit>)) {
     let hello = signed(hello);
-    let transmits = answer_to_hello(relay, now, id, &padded_hello_frame(&hello));
+    let (id, transmits) = answer_to_hello(relay, now, &padded_hello_frame(&hello));
     let accept = accept_of(&first_frame_on(&transmits, id).1);
     assert_eq!(
         hmac_sha256(
@@ -515,7 +513,7 @@ fn accept_of_hello(
         ),
         &accept.proof[..]
     );
-    (accept, transmits)
+    (id, (accept, transmits))
 }
 
 /// The close reasons (code, message) of the FINISH_CONNECTION packets sent, by connection.
@@ -557,7 +555,7 @@ fn the_engine_accepts_the_documented_hello_with_a_proof_that_checks_by_hand() {
     let hello_proof = value(&values, "hello proof").to_vec();
     let now = Instant::now();
     let mut relay = relay(now, TOKEN, |_| {});
-    let (len, frame) = answer_to_documented_hello(&mut relay, now, ConnectionId(1));
+    let (_, (len, frame)) = answer_to_documented_hello(&mut relay, now);
     assert_eq!(len, value(&values, "accept frame").len());
     let (_, body) = handshake_of("the engine's accept", &frame);
     let HandshakeBody::Accept(accept) = body else {
@@ -583,7 +581,7 @@ fn the_engine_accepts_the_documented_hello_with_a_proof_that_checks_by_hand() {
     assert_eq!(authenticated(&mut relay), Some((CLIENT.to_string(), true)));
 
     // The same hello on another connection is a replay.
-    let (_, refusal) = answer_to_documented_hello(&mut relay, now, ConnectionId(2));
+    let (_, (_, refusal)) = answer_to_documented_hello(&mut relay, now);
     check_refusal(&refusal, "unauthorized: replay");
 }
 
@@ -595,7 +593,7 @@ fn the_engine_hands_a_ticket_that_fits_in_the_padding() {
     let mut relay = relay(now, TOKEN, |config| {
         config.auth.ticket_lifetime = Some(Duration::from_secs(24 * 3600));
     });
-    let (len, frame) = answer_to_documented_hello(&mut relay, now, ConnectionId(1));
+    let (_, (len, frame)) = answer_to_documented_hello(&mut relay, now);
     assert!(
         len <= value(&values, "hello frame").len(),
         "no amplification"
@@ -625,8 +623,7 @@ fn the_engine_waits_for_a_confirm_built_by_hand_when_its_replay_cache_is_full() 
     let hello_proof = value(&values, "hello proof").to_vec();
     let now = Instant::now();
     let mut relay = relay(now, TOKEN, |config| config.auth.replay_cache_size = 0);
-    let id = ConnectionId(1);
-    let (_, frame) = answer_to_documented_hello(&mut relay, now, id);
+    let (id, (_, frame)) = answer_to_documented_hello(&mut relay, now);
     let (_, body) = handshake_of("the engine's accept", &frame);
     let HandshakeBody::Accept(accept) = body else {
         panic!("the engine did not accept the documented hello");
@@ -650,7 +647,7 @@ fn the_engine_asks_for_a_confirm_when_a_hello_names_an_instance_of_it_that_is_go
     let now = Instant::now();
     let mut relay = relay(now, TOKEN, |_| {});
     // The documented hello: first contact, no peer_instance; the accept tells the relay's.
-    let (_, frame) = answer_to_documented_hello(&mut relay, now, ConnectionId(1));
+    let (_, (_, frame)) = answer_to_documented_hello(&mut relay, now);
     let first = accept_of(&frame);
     assert!(first.early_data_accepted && !first.confirm_required);
     assert_ne!(
@@ -664,7 +661,7 @@ fn the_engine_asks_for_a_confirm_when_a_hello_names_an_instance_of_it_that_is_go
     let mut hello = example_hello();
     hello.nonce = (0x20..0x30).collect::<Vec<u8>>().into();
     hello.peer_instance = first.instance.clone();
-    let (accept, _) = accept_of_hello(&mut relay, now, ConnectionId(2), &hello);
+    let (_, (accept, _)) = accept_of_hello(&mut relay, now, &hello);
     assert!(accept.early_data_accepted && !accept.confirm_required);
     assert_eq!(accept.instance, first.instance);
     assert_eq!(authenticated(&mut relay), Some((CLIENT.to_string(), true)));
@@ -672,8 +669,7 @@ fn the_engine_asks_for_a_confirm_when_a_hello_names_an_instance_of_it_that_is_go
     // A hello naming another instance (the example's b0 … b7): section 8.3 rule 11.
     hello.nonce = (0x30..0x40).collect::<Vec<u8>>().into();
     hello.peer_instance = relay_instance().into();
-    let id = ConnectionId(3);
-    let (accept, _) = accept_of_hello(&mut relay, now, id, &hello);
+    let (id, (accept, _)) = accept_of_hello(&mut relay, now, &hello);
     assert!(!accept.early_data_accepted && accept.confirm_required);
     assert_eq!(accept.instance, first.instance);
     assert_eq!(authenticated(&mut relay), None, "not before the confirm");
@@ -691,8 +687,7 @@ fn the_engine_starts_over_when_the_documented_client_comes_back_with_another_ins
         let mut relay = relay(now, TOKEN, |config| {
             config.auth.replay_cache_size = replay_cache_size;
         });
-        let old = ConnectionId(1);
-        let (_, frame) = answer_to_documented_hello(&mut relay, now, old);
+        let (old, (_, frame)) = answer_to_documented_hello(&mut relay, now);
         let accept = accept_of(&frame);
         assert_eq!(accept.confirm_required, confirm);
         if confirm {
@@ -711,8 +706,7 @@ fn the_engine_starts_over_when_the_documented_client_comes_back_with_another_ins
         let mut hello = example_hello();
         hello.nonce = (0x40..0x50).collect::<Vec<u8>>().into();
         hello.instance = (0xc0..0xc8).collect::<Vec<u8>>().into();
-        let new = ConnectionId(2);
-        let (accept, mut sent) = accept_of_hello(&mut relay, now, new, &hello);
+        let (new, (accept, mut sent)) = accept_of_hello(&mut relay, now, &hello);
         assert_eq!(accept.confirm_required, confirm);
         let mut events: Vec<Event> = std::iter::from_fn(|| relay.poll_event()).collect();
         if confirm {
@@ -748,7 +742,7 @@ fn the_engine_refuses_the_documented_hello_with_the_documented_refusal() {
     let now = Instant::now();
     let mut relay = relay(now, b"another token of thirty-two byte", |_| {});
     let values_refusal = value(&values, "refusal frame");
-    let (len, frame) = answer_to_documented_hello(&mut relay, now, ConnectionId(1));
+    let (_, (len, frame)) = answer_to_documented_hello(&mut relay, now);
     check_refusal(&frame, "unauthorized: bad_proof");
     let mut wire = BytesMut::new();
     FrameCodec::default().encode(&frame, &mut wire).unwrap();
@@ -765,13 +759,8 @@ fn the_engine_signs_its_own_hello_as_section_8_4_says() {
         RELAY,
         atbus_core::engine::Credential::Token(Token::new(TOKEN).unwrap()),
     );
-    client
-        .connect(
-            now,
-            ConnectionId(1),
-            ConnectionParams::stream(),
-            options.clone(),
-        )
+    let first = client
+        .connect(now, ConnectionParams::stream(), options.clone())
         .expect("connect");
     let transmit = client.poll_transmit(now).expect("the hello");
     assert!(transmit.data.len() >= 384, "the hello is padded");
@@ -814,7 +803,7 @@ fn the_engine_signs_its_own_hello_as_section_8_4_says() {
     .into();
     client.handle_input(
         now,
-        ConnectionId(1),
+        first,
         handshake_frame(RELAY, CLIENT, HandshakeBody::Accept(accept)),
     );
     assert_eq!(
@@ -824,11 +813,11 @@ fn the_engine_signs_its_own_hello_as_section_8_4_says() {
     drain(&mut client, now);
 
     // Its next hello to relay-1 names that instance as peer_instance, under the proof.
-    client
-        .connect(now, ConnectionId(2), ConnectionParams::stream(), options)
+    let second = client
+        .connect(now, ConnectionParams::stream(), options)
         .expect("connect");
     let transmits = drain(&mut client, now);
-    let (_, frame) = first_frame_on(&transmits, ConnectionId(2));
+    let (_, frame) = first_frame_on(&transmits, second);
     let (_, body) = handshake_of("the engine's second hello", &frame);
     let HandshakeBody::Hello(second) = body else {
         panic!("the first frame is not a hello");
@@ -859,26 +848,13 @@ fn a_hex_token_is_keyed_by_its_ascii_digits_as_section_8_1_says() {
     let mut hello = example_hello();
     hello.proof = hmac_sha256(PRINTED.as_bytes(), &hello_transcript(&hello)).into();
     assert_eq!(hex(&hello.proof), PROOF);
-    let sent = answer_to_hello(
-        &mut relay,
-        now,
-        ConnectionId(1),
-        &padded_hello_frame(&hello),
-    );
-    accept_of(&first_frame_on(&sent, ConnectionId(1)).1);
+    let (id, sent) = answer_to_hello(&mut relay, now, &padded_hello_frame(&hello));
+    accept_of(&first_frame_on(&sent, id).1);
 
     let decoded = Token::from_hex(PRINTED).unwrap();
     let mut wrong = example_hello();
     wrong.nonce = (0x40..0x50).collect::<Vec<u8>>().into();
     wrong.proof = hmac_sha256(decoded.expose(), &hello_transcript(&wrong)).into();
-    let sent = answer_to_hello(
-        &mut relay,
-        now,
-        ConnectionId(2),
-        &padded_hello_frame(&wrong),
-    );
-    check_refusal(
-        &first_frame_on(&sent, ConnectionId(2)).1,
-        "unauthorized: bad_proof",
-    );
+    let (id, sent) = answer_to_hello(&mut relay, now, &padded_hello_frame(&wrong));
+    check_refusal(&first_frame_on(&sent, id).1, "unauthorized: bad_proof");
 }

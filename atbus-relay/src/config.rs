@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use atbus_core::runtime::{EngineSection, TlsConfig};
+use atbus_core::engine::EngineConfig;
+use atbus_core::runtime::TlsSettings;
 use serde::Deserialize;
 
 /// Where a relay listens when nothing says otherwise: TCP and UDP on loopback port 7800.
@@ -34,12 +35,13 @@ pub struct RelayConfig {
     /// None: a development token is made up at start and printed once.
     #[serde(default)]
     pub tokens: Vec<String>,
-    /// TLS for `tls://` and `quic://` listeners.
+    /// TLS for `tls://` and `quic://` listeners (the node's `tls:` keys: see [`TlsSettings`]).
     #[serde(default)]
-    pub tls: Option<TlsConfig>,
-    /// The engine's limits and timers.
+    pub tls: Option<TlsSettings>,
+    /// The engine's limits and timers: each key present replaces the default (the relay role is
+    /// set on top of them).
     #[serde(default)]
-    pub engine: EngineSection,
+    pub engine: EngineConfig,
     /// Where the relay's nodes register, list and watch: in memory (default) or etcd.
     #[serde(default)]
     pub registry: RegistrySection,
@@ -106,7 +108,7 @@ impl Default for RelayConfig {
             peers: Vec::new(),
             tokens: Vec::new(),
             tls: None,
-            engine: EngineSection::default(),
+            engine: EngineConfig::default(),
             registry: RegistrySection::default(),
         }
     }
@@ -204,11 +206,10 @@ impl RelayConfig {
                 .map_err(|error| invalid(format!("tokens[{index}]"), error.to_string()))?;
         }
         if let Some(tls) = &self.tls {
-            tls.settings()
+            tls.check()
                 .map_err(|error| invalid("tls".into(), error.to_string()))?;
         }
         self.engine
-            .apply(atbus_core::engine::EngineConfig::default())
             .validate()
             .map_err(|message| invalid("engine".into(), message))?;
         Ok(())

@@ -99,7 +99,7 @@ impl RelayBuilder {
         config.check()?;
         let mut builder = Relay::builder()
             .name(config.name.clone())
-            .engine(config.engine.apply(EngineConfig::default()));
+            .engine(config.engine.clone());
         for address in &config.listen {
             builder = builder.listen(address.clone());
         }
@@ -117,11 +117,8 @@ impl RelayBuilder {
             builder = builder.token(token);
         }
         if let Some(tls) = &config.tls {
-            let settings = tls.settings().map_err(|error| ConfigError::Invalid {
-                field: "tls".into(),
-                message: error.to_string(),
-            })?;
-            builder = builder.tls(settings);
+            // `check` above refused settings that cannot be used.
+            builder = builder.tls(tls.clone());
         }
         if let Some(etcd) = config.registry.etcd.as_ref() {
             builder = builder.etcd(etcd.config());

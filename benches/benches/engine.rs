@@ -23,10 +23,8 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use atbus_benches::report::nanoseconds;
-use atbus_core::engine::{
-    ConnectionId, ConnectionParams, Endpoint, EngineConfig, Event, MessageMeta, SendError, Transmit,
-};
-use atbus_core::sim::{Driver, LinkProfile, Network, NodeIndex};
+use atbus_core::engine::{Endpoint, EngineConfig, Event, MessageMeta, SendError};
+use atbus_core::sim::{Application, EngineNode, LinkProfile, Network, NodeIndex};
 use atbus_proto::protocol::frame_message::Body;
 use atbus_proto::protocol::packet_content::FragmentType;
 use atbus_proto::protocol::{FrameMessage, MessageHead, PacketContent, PacketData};
@@ -60,10 +58,9 @@ fn payload(size: usize) -> Bytes {
         .into()
 }
 
-/// A node of the pair: the engine and an application that sends what it is told to as the
-/// windows allow, and reads everything that arrives.
+/// The application of a node of the pair: sends what it is told to as the windows allow, and
+/// reads everything that arrives.
 struct Node {
-    endpoint: Endpoint,
     peer: &'static str,
     payload: Bytes,
     /// Messages still to queue.
@@ -74,33 +71,33 @@ struct Node {
 }
 
 impl Node {
-    fn new(name: &str, peer: &'static str, payload: Bytes, now: Instant) -> Self {
-        Self {
-            endpoint: Endpoint::new(name, EngineConfig::default(), now),
+    fn new(name: &str, peer: &'static str, payload: Bytes, now: Instant) -> EngineNode<Self> {
+        let endpoint = Endpoint::new(name, EngineConfig::default(), now);
+        let app = Self {
             peer,
             payload,
             to_send: 0,
             received: 0,
             received_bytes: 0,
-        }
+        };
+        EngineNode::new(endpoint, app)
     }
+}
 
+impl Application for Node {
     /// Queues what the windows allow, and reads what arrived.
-    fn pump(&mut self) {
+    fn pump(&mut self, endpoint: &mut Endpoint) {
         while self.to_send > 0 {
             let data = self.payload.clone();
-            match self
-                .endpoint
-                .send(self.peer, STREAM, data, MessageMeta::default())
-            {
+            match endpoint.send(self.peer, STREAM, data, MessageMeta::default()) {
                 Ok(_) => self.to_send -= 1,
                 Err(SendError::WouldBlock { .. }) => break,
                 Err(error) => panic!("send failed: {error}"),
             }
         }
-        while let Some(event) = self.endpoint.poll_event() {
+        while let Some(event) = endpoint.poll_event() {
             if let Event::Readable { stream_id, .. } = event {
-                while let Some(message) = self.endpoint.read(self.peer, stream_id) {
+                while let Some(message) = endpoint.read(self.peer, stream_id) {
                     self.received += 1;
                     self.received_bytes += message.data.len();
                 }
@@ -109,34 +106,9 @@ impl Node {
     }
 }
 
-impl Driver for Node {
-    fn handle_input(&mut self, now: Instant, connection: ConnectionId, data: Bytes) {
-        self.endpoint.handle_input(now, connection, data);
-        self.pump();
-    }
-
-    fn handle_connection_lost(&mut self, now: Instant, connection: ConnectionId) {
-        self.endpoint.connection_lost(now, connection);
-        self.pump();
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.endpoint.handle_timeout(now);
-        self.pump();
-    }
-
-    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        self.endpoint.poll_transmit(now)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.endpoint.poll_timeout()
-    }
-}
-
 /// Two endpoints joined by one perfect link, kept from one iteration to the next.
 struct Pair {
-    net: Network<Node>,
+    net: Network<EngineNode<Node>>,
     a: NodeIndex,
     b: NodeIndex,
     batch: usize,
@@ -144,7 +116,7 @@ struct Pair {
 }
 
 impl Pair {
-    fn new(size: usize, profile: LinkProfile, params: ConnectionParams) -> Self {
+    fn new(size: usize, profile: LinkProfile) -> Self {
         let mut net = Network::new(size as u64);
         // Nothing delays anything on a perfect link, so simulated time only moves for timers.
         net.set_instant_step_limit(u64::MAX);
@@ -152,16 +124,7 @@ impl Pair {
         let data = payload(size);
         let a = net.add_node(Node::new("a", "b", data.clone(), now));
         let b = net.add_node(Node::new("b", "a", data, now));
-        let link = net.connect(a, b, profile);
-        let added = [
-            net.node_mut(a)
-                .endpoint
-                .add_connection(now, link.a_connection, "b", params),
-            net.node_mut(b)
-                .endpoint
-                .add_connection(now, link.b_connection, "a", params),
-        ];
-        assert!(added.iter().all(Result::is_ok), "{added:?}");
+        net.bind(a, b, profile).expect("a valid MTU");
         Self {
             net,
             a,
@@ -269,15 +232,14 @@ fn bench_engine(criterion: &mut Criterion) {
                     group.bench_function(id, |b| b.iter(|| black_box(baseline.transfer())));
                 }
                 "engine-datagram" => {
+                    // The connection's MTU is the link's (`sim::params_of`).
                     let profile = LinkProfile::perfect_datagram().with_mtu(DATAGRAM_MTU);
-                    let params = ConnectionParams::datagram_ipv6();
-                    let mut pair = Pair::new(size, profile, params);
+                    let mut pair = Pair::new(size, profile);
                     group.bench_function(id, |b| b.iter(|| pair.transfer()));
                     check_bytes(&pair);
                 }
                 _ => {
-                    let params = ConnectionParams::stream();
-                    let mut pair = Pair::new(size, LinkProfile::perfect_stream(), params);
+                    let mut pair = Pair::new(size, LinkProfile::perfect_stream());
                     group.bench_function(id, |b| b.iter(|| pair.transfer()));
                     check_bytes(&pair);
                 }

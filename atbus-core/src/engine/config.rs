@@ -9,9 +9,16 @@ use super::auth::AuthConfig;
 /// Memory an endpoint spends on one peer is bounded by `peer_send_window` (data queued until
 /// acknowledged) plus `peer_receive_budget` (data received and not yet taken), whatever the peer
 /// sends.
-#[derive(Debug, Clone)]
+///
+/// It is also the `engine:` section of the node's and the relay's YAML files: each field present
+/// replaces the default, durations are written `250ms`, `5s`, `2m`; unknown keys are errors. The fields marked
+/// *(code only)* are not read from YAML (`max_message_size` is a top-level key of the node's file).
+/// Call [`validate`](Self::validate) on the result.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
-    /// The largest message, in bytes, that may be sent or received. Default 64 MiB.
+    /// The largest message, in bytes, that may be sent or received. Default 64 MiB. *(code only)*
+    #[serde(skip)]
     pub max_message_size: usize,
     /// Units (about bytes) one stream may have queued and not yet acknowledged; a send beyond it
     /// returns `WouldBlock`. A single message may always be queued on an idle stream. Default 4 MiB.
@@ -31,7 +38,8 @@ pub struct EngineConfig {
     /// be reassembled. Default 64 MiB + 64 KiB.
     pub stream_receive_window: u64,
     /// The window assumed for a peer's stream until its first acknowledgement says otherwise.
-    /// Default 1 MiB.
+    /// Default 1 MiB. *(code only)*
+    #[serde(skip)]
     pub initial_window: u64,
     /// Streams a peer may open towards this endpoint. Default 1024.
     pub max_streams_per_peer: usize,
@@ -39,24 +47,34 @@ pub struct EngineConfig {
     /// before it are never sent again, the peer skips them (RESET_OFFSET), and the application
     /// gets [`Event::MessagesExpired`](super::Event::MessagesExpired). `None` (the default): messages
     /// never expire.
+    #[serde(deserialize_with = "crate::duration::deserialize_some")]
     pub message_timeout: Option<Duration>,
     /// The longest an acknowledgement is held back to be coalesced with others. Default 5 ms.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub max_ack_delay: Duration,
-    /// An acknowledgement goes out at once after this many packets. Default 2.
+    /// An acknowledgement goes out at once after this many packets. Default 2. *(code only)*
+    #[serde(skip)]
     pub ack_every_packets: u32,
-    /// Most received ranges reported per stream in an acknowledgement. Default 16.
+    /// Most received ranges reported per stream in an acknowledgement. Default 16. *(code only)*
+    #[serde(skip)]
     pub max_ack_ranges: usize,
-    /// The RTT assumed before the first sample. Default 100 ms.
+    /// The RTT assumed before the first sample. Default 100 ms. *(code only)*
+    #[serde(skip)]
     pub initial_rtt: Duration,
     /// Lower bound of the retransmission timeout. Default 20 ms.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub min_rto: Duration,
     /// Upper bound of the retransmission timeout after backoff. Default 10 s.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub max_rto: Duration,
     /// A connection that has sent nothing for this long is pinged. Default 5 s.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub keep_alive_interval: Duration,
     /// A connection silent for this long is declared dead. Default 30 s.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub idle_timeout: Duration,
-    /// Frames of more bytes than this are refused by the codec. Default 2 MiB.
+    /// Frames of more bytes than this are refused by the codec. Default 2 MiB. *(code only)*
+    #[serde(skip)]
     pub max_frame_length: usize,
     /// Relays: bytes of forwarded frames held for one connection (one destination node or
     /// relay). Default 4 MiB.
@@ -65,6 +83,8 @@ pub struct EngineConfig {
     /// [`ForwardOverflow::DropNewest`].
     pub forward_overflow: ForwardOverflow,
     /// Authentication: the tokens accepted, anonymous peers, tickets, the replay window.
+    /// *(code only: the YAML files have their own keys for tokens)*
+    #[serde(skip)]
     pub auth: AuthConfig,
 }
 

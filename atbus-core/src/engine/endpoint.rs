@@ -60,6 +60,8 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     /// The connection the next `poll_transmit` looks at first (round robin).
     next_connection: ConnectionId,
+    /// The id the last connection added got: ids are handed out in order from 1, never reused.
+    last_connection_id: u64,
     stats: EngineStats,
     /// Replay cache, issued identities, tickets, randomness, Unix clock.
     auth: AuthState,
@@ -111,6 +113,7 @@ impl Endpoint {
             peers: BTreeMap::new(),
             events: VecDeque::new(),
             next_connection: ConnectionId(0),
+            last_connection_id: 0,
             stats: EngineStats::default(),
         }
     }
@@ -134,15 +137,14 @@ impl Endpoint {
     /// (in-process, or mutual TLS): no handshake. The engine starts using it at once: it pings
     /// it for an RTT sample, and sends on it when it is the peer's best. Connections over an
     /// untrusted network go through [`connect`](Self::connect) and [`accept`](Self::accept)
-    /// instead.
+    /// instead. Returns the id the endpoint gave the connection (its transmits carry it).
     pub fn add_connection(
         &mut self,
         now: Instant,
-        id: ConnectionId,
         peer: &str,
         params: ConnectionParams,
-    ) -> Result<(), ConnectionError> {
-        self.check_new_connection(id, params)?;
+    ) -> Result<ConnectionId, ConnectionError> {
+        self.check_new_connection(params)?;
         self.tick(now);
         let rtt = RttEstimator::new(self.config.initial_rtt);
         let mut connection = Connection::new(peer.to_string(), params, rtt, now);
@@ -152,9 +154,18 @@ impl Endpoint {
             relay: false,
             resumed: false,
         });
-        self.connections.insert(id, connection);
+        let id = self.insert_connection(connection);
         self.bind_to_peer(id, peer);
-        Ok(())
+        Ok(id)
+    }
+
+    /// Stores a new connection under a fresh id: ids are never reused, so a late input for a
+    /// connection that is gone cannot reach a newer one.
+    pub(super) fn insert_connection(&mut self, connection: Connection) -> ConnectionId {
+        self.last_connection_id += 1;
+        let id = ConnectionId(self.last_connection_id);
+        self.connections.insert(id, connection);
+        id
     }
 
     /// Puts `connection` among `peer`'s connections, and tells the application if the peer was
@@ -176,15 +187,8 @@ impl Endpoint {
         self.routes_changed();
     }
 
-    /// Checks the id and MTU of a connection about to be added.
-    fn check_new_connection(
-        &self,
-        id: ConnectionId,
-        params: ConnectionParams,
-    ) -> Result<(), ConnectionError> {
-        if self.connections.contains_key(&id) {
-            return Err(ConnectionError::DuplicateId(id));
-        }
+    /// Checks the MTU of a connection about to be added.
+    fn check_new_connection(&self, params: ConnectionParams) -> Result<(), ConnectionError> {
         let max = self.codec.config().max_frame_length();
         if params.mtu > max {
             return Err(ConnectionError::MtuTooLarge {

@@ -53,9 +53,6 @@ pub enum SendError {
 /// Why a connection could not be added.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectionError {
-    /// The id is already in use.
-    #[error("connection id {0} is already in use")]
-    DuplicateId(super::ConnectionId),
     /// The MTU is larger than a frame may be (`max_frame_length`): frames filling it would be
     /// refused.
     #[error("an MTU of {mtu} bytes is over the frame limit of {max} bytes")]

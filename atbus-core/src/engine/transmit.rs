@@ -3,7 +3,9 @@
 use bytes::Bytes;
 
 /// Identifies one connection of an endpoint: a socket, or a peer address on a shared datagram
-/// socket. The runtime that owns the connection chooses the id and tells the engine about it.
+/// socket. The endpoint hands the ids out ([`add_connection`](super::Endpoint::add_connection),
+/// [`accept`](super::Endpoint::accept), [`connect`](super::Endpoint::connect)), from 1 and never
+/// twice; the runtime keys its sockets by them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId(pub u64);
 

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use super::dialer::Dialer;
 use super::error::NodeError;
+use super::handle::NodeHandle;
 use super::metadata::NodeMetadata;
 use super::node::{Inner, Node};
 use super::shared::Shared;
@@ -39,9 +40,16 @@ pub struct NodeBuilder {
     tls: Option<TlsSettings>,
 }
 
+impl Node {
+    /// A builder with no name, no listeners, no peers and the engine's defaults.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::new()
+    }
+}
+
 impl NodeBuilder {
     /// A builder with no name, no listeners, no peers and the engine's defaults.
-    pub(super) fn new() -> Self {
+    fn new() -> Self {
         Self {
             name: None,
             tokens: Vec::new(),
@@ -285,12 +293,13 @@ impl NodeBuilder {
         let (stop, stop_rx) = watch::channel(false);
         let shared = Shared::new(endpoint, self.receive_buffer, stop_rx.clone());
         shared.with(|state| state.advertised_relays = advertised);
+        let node = NodeHandle::new(shared.clone());
 
         let mut listeners = Vec::new();
         let mut local = Vec::new();
         for address in &listen {
             if let Address::Udp(_) = address {
-                let bound = transport::bind_udp(&shared, address).await?;
+                let bound = transport::bind_udp(&node, &context, address).await?;
                 tracing::info!(node = %name, address = %bound, "listening");
                 local.push(bound);
                 continue;
@@ -302,7 +311,7 @@ impl NodeBuilder {
         }
         for listener in listeners {
             tokio::spawn(tasks::accept_loop(
-                shared.clone(),
+                node.clone(),
                 context.clone(),
                 listener,
                 stop_rx.clone(),
@@ -310,7 +319,7 @@ impl NodeBuilder {
         }
         tokio::spawn(tasks::timer_loop(shared.clone(), stop_rx.clone()));
         let dialer = Dialer::new(
-            shared.clone(),
+            node,
             context.clone(),
             credential,
             self.backoff,

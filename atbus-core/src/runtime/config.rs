@@ -45,15 +45,15 @@
 //! [`NodeConfig::from_file`], to the working directory otherwise.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use super::builder::NodeBuilder;
 use super::error::NodeError;
 use super::tls_config::TlsSettings;
-use crate::engine::{EngineConfig, ForwardOverflow, Token};
+pub use crate::duration::parse_duration;
+use crate::engine::{EngineConfig, Token};
 
 /// The YAML form of a node's configuration. Unknown fields are errors, so a typo is caught.
 #[derive(Debug, Clone, Deserialize)]
@@ -92,15 +92,16 @@ pub struct NodeConfig {
     /// The largest message, in bytes.
     #[serde(default)]
     pub max_message_size: Option<usize>,
-    /// TLS for `tls://` and `quic://` addresses.
+    /// TLS for `tls://` and `quic://` addresses (see [`TlsSettings`] for the keys).
     #[serde(default)]
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<TlsSettings>,
     /// Reconnection backoff.
     #[serde(default)]
     pub reconnect: Option<ReconnectConfig>,
-    /// The engine's limits and timers.
+    /// The engine's limits and timers: each key present replaces the default (see
+    /// [`EngineConfig`] for the keys).
     #[serde(default)]
-    pub engine: EngineSection,
+    pub engine: EngineConfig,
 }
 
 /// The `reconnect` section: delays between dials of a lost connection, doubling from `min` to
@@ -109,202 +110,11 @@ pub struct NodeConfig {
 #[serde(deny_unknown_fields)]
 pub struct ReconnectConfig {
     /// The first delay.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub min: Duration,
     /// The largest delay.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub max: Duration,
-}
-
-/// The `engine` section: each field, when present, replaces the engine's default (see
-/// [`EngineConfig`] for what each means).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EngineSection {
-    /// [`EngineConfig::keep_alive_interval`].
-    #[serde(default, deserialize_with = "some_duration")]
-    pub keep_alive_interval: Option<Duration>,
-    /// [`EngineConfig::idle_timeout`].
-    #[serde(default, deserialize_with = "some_duration")]
-    pub idle_timeout: Option<Duration>,
-    /// [`EngineConfig::stream_send_window`].
-    #[serde(default)]
-    pub stream_send_window: Option<u64>,
-    /// [`EngineConfig::peer_send_window`].
-    #[serde(default)]
-    pub peer_send_window: Option<u64>,
-    /// [`EngineConfig::peer_receive_budget`].
-    #[serde(default)]
-    pub peer_receive_budget: Option<usize>,
-    /// [`EngineConfig::stream_receive_window`].
-    #[serde(default)]
-    pub stream_receive_window: Option<u64>,
-    /// [`EngineConfig::max_streams_per_peer`].
-    #[serde(default)]
-    pub max_streams_per_peer: Option<usize>,
-    /// [`EngineConfig::message_timeout`].
-    #[serde(default, deserialize_with = "some_duration")]
-    pub message_timeout: Option<Duration>,
-    /// [`EngineConfig::max_ack_delay`].
-    #[serde(default, deserialize_with = "some_duration")]
-    pub max_ack_delay: Option<Duration>,
-    /// [`EngineConfig::min_rto`].
-    #[serde(default, deserialize_with = "some_duration")]
-    pub min_rto: Option<Duration>,
-    /// [`EngineConfig::max_rto`].
-    #[serde(default, deserialize_with = "some_duration")]
-    pub max_rto: Option<Duration>,
-    /// [`EngineConfig::forward_queue_limit`] (relays).
-    #[serde(default)]
-    pub forward_queue_limit: Option<usize>,
-    /// [`EngineConfig::forward_overflow`] (relays): `drop_newest`, `drop_oldest` or `disconnect`.
-    #[serde(default)]
-    pub forward_overflow: Option<ForwardOverflow>,
-}
-
-impl EngineSection {
-    /// `config` with the fields present here replacing its own.
-    pub fn apply(&self, mut config: EngineConfig) -> EngineConfig {
-        fn set<T: Copy>(field: &mut T, value: Option<T>) {
-            if let Some(value) = value {
-                *field = value;
-            }
-        }
-        set(&mut config.keep_alive_interval, self.keep_alive_interval);
-        set(&mut config.idle_timeout, self.idle_timeout);
-        set(&mut config.stream_send_window, self.stream_send_window);
-        set(&mut config.peer_send_window, self.peer_send_window);
-        set(&mut config.peer_receive_budget, self.peer_receive_budget);
-        set(
-            &mut config.stream_receive_window,
-            self.stream_receive_window,
-        );
-        set(&mut config.max_streams_per_peer, self.max_streams_per_peer);
-        set(&mut config.max_ack_delay, self.max_ack_delay);
-        set(&mut config.min_rto, self.min_rto);
-        set(&mut config.max_rto, self.max_rto);
-        set(&mut config.forward_queue_limit, self.forward_queue_limit);
-        set(&mut config.forward_overflow, self.forward_overflow);
-        if self.message_timeout.is_some() {
-            config.message_timeout = self.message_timeout;
-        }
-        config
-    }
-}
-
-/// A duration written as a number and a unit: `250ms`, `5s`, `2m`, `1h` (a bare number is
-/// seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration: write e.g. 250ms, 5s, 2m or 1h"))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|error| format!("{text:?}: {error}"))
-}
-
-/// A duration field: a string like `5s`, or a number of seconds.
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Text {
-        Seconds(f64),
-        Text(String),
-    }
-    match Text::deserialize(deserializer)? {
-        Text::Seconds(seconds) => {
-            Duration::try_from_secs_f64(seconds).map_err(serde::de::Error::custom)
-        }
-        Text::Text(text) => parse_duration(&text).map_err(serde::de::Error::custom),
-    }
-}
-
-fn some_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-    duration(deserializer).map(Some)
-}
-
-/// The `tls` section of a [`NodeConfig`]: PEM files, and the mutual-TLS and name settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// This node's certificate chain (PEM, leaf first); needed to listen, and presented as the
-    /// client certificate when dialing.
-    #[serde(default)]
-    pub cert: Option<PathBuf>,
-    /// The private key of `cert` (PEM).
-    #[serde(default)]
-    pub key: Option<PathBuf>,
-    /// CA files (PEM) the peers' certificates must chain to: one path or a list.
-    #[serde(default, deserialize_with = "one_or_many")]
-    pub ca: Vec<PathBuf>,
-    /// Listeners refuse clients without a certificate signed by `ca`.
-    #[serde(default)]
-    pub require_client_cert: bool,
-    /// The name servers' certificates are checked against, instead of the dialed host.
-    #[serde(default)]
-    pub server_name: Option<String>,
-}
-
-impl TlsConfig {
-    /// The settings these fields describe.
-    pub fn settings(&self) -> Result<TlsSettings, NodeError> {
-        let mut settings = TlsSettings::new().require_client_cert(self.require_client_cert);
-        match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => settings = settings.identity_files(cert, key),
-            (None, None) => {}
-            (Some(_), None) => return Err(NodeError::Config("tls.cert needs tls.key".into())),
-            (None, Some(_)) => return Err(NodeError::Config("tls.key needs tls.cert".into())),
-        }
-        for ca in &self.ca {
-            settings = settings.ca_file(ca);
-        }
-        if let Some(name) = &self.server_name {
-            settings = settings.server_name(name.clone());
-        }
-        Ok(settings)
-    }
-
-    /// Makes the relative paths relative to `folder` (the configuration file's).
-    pub fn resolve_relative_to(&mut self, folder: &Path) {
-        let paths = self
-            .cert
-            .iter_mut()
-            .chain(&mut self.key)
-            .chain(&mut self.ca);
-        for path in paths {
-            if path.is_relative() {
-                *path = folder.join(&*path);
-            }
-        }
-    }
-}
-
-/// A path or a list of paths.
-fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<PathBuf>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(PathBuf),
-        Many(Vec<PathBuf>),
-    }
-    Ok(match OneOrMany::deserialize(deserializer)? {
-        OneOrMany::One(path) => vec![path],
-        OneOrMany::Many(paths) => paths,
-    })
 }
 
 /// A peer in a [`NodeConfig`].
@@ -397,7 +207,7 @@ impl NodeConfig {
         if let Some(bytes) = self.receive_buffer {
             builder = builder.receive_buffer(bytes);
         }
-        let mut engine = self.engine.apply(EngineConfig::default());
+        let mut engine = self.engine.clone();
         if let Some(max) = self.max_message_size {
             engine.max_message_size = max;
         }
@@ -406,7 +216,9 @@ impl NodeConfig {
             .map_err(|error| NodeError::Config(format!("engine: {error}")))?;
         builder = builder.engine(engine);
         if let Some(tls) = &self.tls {
-            builder = builder.tls(tls.settings()?);
+            tls.check()
+                .map_err(|error| NodeError::Config(error.to_string()))?;
+            builder = builder.tls(tls.clone());
         }
         Ok(builder)
     }
@@ -415,6 +227,7 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::ForwardOverflow;
 
     #[test]
     fn a_full_file_parses_into_a_builder() {
@@ -494,7 +307,7 @@ mod tests {
             (reconnect.min, reconnect.max),
             (Duration::from_millis(100), Duration::from_secs(2))
         );
-        let engine = config.engine.apply(EngineConfig::default());
+        let engine = &config.engine;
         assert_eq!(engine.keep_alive_interval, Duration::from_millis(250));
         assert_eq!(engine.idle_timeout, Duration::from_secs(120));
         assert_eq!(engine.message_timeout, Some(Duration::from_millis(1500)));
@@ -529,15 +342,37 @@ mod tests {
     }
 
     #[test]
+    fn the_engine_section_is_the_engine_config_with_the_same_keys() {
+        let config = NodeConfig::from_yaml(
+            "name: a\nengine:\n  forward_overflow: drop_oldest\n  max_rto: 3\n",
+        )
+        .expect("valid");
+        let defaults = EngineConfig::default();
+        assert_eq!(config.engine.max_rto, Duration::from_secs(3));
+        assert_eq!(config.engine.forward_overflow, ForwardOverflow::DropOldest);
+        // What YAML does not set keeps the engine's defaults, the code-only fields included.
+        assert_eq!(config.engine.max_message_size, defaults.max_message_size);
+        assert_eq!(config.engine.initial_rtt, defaults.initial_rtt);
+        assert_eq!(config.engine.min_rto, defaults.min_rto);
+        for code_only in ["initial_rtt: 1s", "max_message_size: 1024", "auth: {}"] {
+            let error = NodeConfig::from_yaml(&format!("name: a\nengine:\n  {code_only}\n"))
+                .expect_err("not a key of the engine section");
+            let key = code_only.split(':').next().unwrap_or_default();
+            assert!(error.to_string().contains(key), "{error}");
+        }
+    }
+
+    #[test]
     fn the_tls_section_takes_one_ca_or_a_list() {
         let one = NodeConfig::from_yaml("name: a\ntls:\n  ca: ca.pem\n").expect("one");
-        assert_eq!(one.tls.expect("tls").ca, [PathBuf::from("ca.pem")]);
+        let ca: Vec<&std::path::Path> = one.tls.as_ref().expect("tls").ca_files().collect();
+        assert_eq!(ca, [std::path::PathBuf::from("ca.pem")]);
         let many = NodeConfig::from_yaml(
             "name: a\ntls:\n  ca: [a.pem, b.pem]\n  require_client_cert: true\n",
         )
         .expect("a list");
         let tls = many.tls.expect("tls");
-        assert_eq!(tls.ca.len(), 2);
-        assert!(tls.require_client_cert);
+        assert_eq!(tls.ca_files().count(), 2);
+        assert!(tls.client_cert_required());
     }
 }

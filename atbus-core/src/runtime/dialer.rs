@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use super::shared::Shared;
+use super::handle::NodeHandle;
 use super::tasks::{self, Backoff};
 use super::transport::TransportContext;
 use crate::address::Address;
@@ -14,7 +14,7 @@ use crate::engine::{ConnectOptions, Credential};
 
 /// Starts the dial loops of a node's peers.
 pub(crate) struct Dialer {
-    shared: Arc<Shared>,
+    node: NodeHandle,
     context: Arc<TransportContext>,
     /// What the node proves when it connects; `None` for a node that only listens.
     credential: Option<Credential>,
@@ -25,16 +25,16 @@ pub(crate) struct Dialer {
 }
 
 impl Dialer {
-    /// A dialer for the node behind `shared`.
+    /// A dialer for the node of `node`.
     pub fn new(
-        shared: Arc<Shared>,
+        node: NodeHandle,
         context: Arc<TransportContext>,
         credential: Option<Credential>,
         backoff: Backoff,
         stop: watch::Receiver<bool>,
     ) -> Self {
         Self {
-            shared,
+            node,
             context,
             credential,
             backoff,
@@ -83,7 +83,7 @@ impl Dialer {
         for address in addresses {
             let options = options.clone();
             tokio::spawn(tasks::dial_loop(
-                self.shared.clone(),
+                self.node.clone(),
                 self.context.clone(),
                 address.clone(),
                 options,

@@ -11,7 +11,8 @@ use atbus_proto::discovery as pb;
 use pb::discovery_request::Op;
 use prost::Message as _;
 
-use super::{Node, NodeError};
+use super::error::NodeError;
+use super::node::Node;
 
 /// How long a watch poll may wait at the relay for a change.
 const POLL_WAIT: Duration = Duration::from_secs(20);

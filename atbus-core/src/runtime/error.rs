@@ -1,10 +1,12 @@
-//! Errors of the node API.
+//! Errors of the node API, and the transports' [`TransportError`]: it is defined here, below the
+//! transports, so that the node's error holds it without this module importing them (the
+//! transports re-export it as `runtime::transport::TransportError`).
 
 use std::time::Duration;
 
 use crate::address::AddressError;
 use crate::engine::{ConnectionError, SendError, TokenError};
-use crate::runtime::transport::TransportError;
+use crate::runtime::tls_config::TlsError;
 
 /// What went wrong with a [`Node`](super::Node) call.
 #[derive(Debug, thiserror::Error)]
@@ -62,4 +64,43 @@ impl From<SendError> for NodeError {
             other => NodeError::Send(other),
         }
     }
+}
+
+/// Why a transport could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The scheme's transport cannot be used this way (e.g. a `udp://` address given where a
+    /// listener of another kind is bound).
+    #[error("{scheme}:// cannot be used here")]
+    Unsupported {
+        /// The scheme.
+        scheme: &'static str,
+    },
+    /// Binding or connecting failed.
+    #[error("{address}: {source}")]
+    Io {
+        /// The address.
+        address: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS or QUIC handshake failed (certificate refused, no common protocol, timeout, ...).
+    #[error("{address}: handshake failed: {source}")]
+    Handshake {
+        /// The address.
+        address: String,
+        /// What went wrong, from rustls or quinn.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `tls://` or `quic://` address on a node without TLS settings.
+    #[error("{address} needs TLS settings: call NodeBuilder::tls(…) (YAML: a tls: section)")]
+    NoTls {
+        /// The address.
+        address: String,
+    },
+    /// The TLS settings could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }

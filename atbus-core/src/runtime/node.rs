@@ -9,7 +9,6 @@ use atbus_proto::protocol::PacketOptions;
 use bytes::Bytes;
 use tokio::sync::{broadcast, oneshot, watch};
 
-use super::builder::NodeBuilder;
 use super::dialer::Dialer;
 use super::error::NodeError;
 use super::message::{Message, NodeEvent};
@@ -94,10 +93,7 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// A builder with no name, no listeners, no peers and the engine's defaults.
-    pub fn builder() -> NodeBuilder {
-        NodeBuilder::new()
-    }
+    // `Node::builder` is in `builder.rs`, which makes nodes: this module does not know the builder.
 
     /// The node's name.
     pub fn name(&self) -> &str {
@@ -154,7 +150,7 @@ impl Node {
     }
 
     /// Dials `peer` at `addresses` when the application first sends to it; see
-    /// [`NodeBuilder::peer_on_demand`].
+    /// [`NodeBuilder::peer_on_demand`](crate::runtime::NodeBuilder::peer_on_demand).
     pub fn add_peer_on_demand<A: AsRef<str>>(
         &self,
         peer: &str,

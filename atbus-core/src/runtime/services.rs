@@ -19,7 +19,9 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::discovery::{RelayDiscovery, RelayWatch};
-use super::{Message, Node, NodeError};
+use super::error::NodeError;
+use super::message::Message;
+use super::node::Node;
 
 /// Routes messages to services through one relay's discovery. See [`Node::services`].
 #[derive(Debug, Clone)]

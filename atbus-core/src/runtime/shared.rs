@@ -5,6 +5,9 @@
 //! Whoever calls into the engine (a connection's reader, the timer, the application sending) then
 //! calls [`State::drive`], which moves the engine's transmits to the connections' queues and its
 //! events to the application, and returns the wake-ups to deliver once the lock is released.
+//!
+//! This is the node's core, private to it: the transports reach it only through the handles of
+//! `handle` (which they are given), and nothing here knows of a transport.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,7 +20,6 @@ use tokio::sync::{Notify, broadcast, oneshot, watch};
 use super::error::NodeError;
 use super::message::{Message, NodeEvent};
 use super::traffic::Traffic;
-use super::transport::udp::UdpHub;
 use crate::engine::{ConnectionId, Endpoint, Event, SendError};
 
 /// Frames queued for one connection, and how to wake its writer.
@@ -48,7 +50,6 @@ pub(crate) const LINK_BACKLOG: usize = 1024 * 1024;
 pub(crate) struct State {
     pub endpoint: Endpoint,
     pub links: HashMap<ConnectionId, Link>,
-    next_connection: u64,
     /// Messages for the application.
     pub inbox: VecDeque<Message>,
     /// Bytes of the messages in `inbox`.
@@ -93,8 +94,6 @@ pub(crate) struct Shared {
     pub writable: Notify,
     /// Peer and connection events for the application.
     pub events: broadcast::Sender<NodeEvent>,
-    /// The node's UDP sockets: the listeners', and one opened for dialing if needed.
-    pub udp: Mutex<Vec<Arc<UdpHub>>>,
     /// Becomes true when the node stops.
     pub stop: watch::Receiver<bool>,
 }
@@ -106,7 +105,6 @@ impl Shared {
             state: Mutex::new(State {
                 endpoint,
                 links: HashMap::new(),
-                next_connection: 1,
                 inbox: VecDeque::new(),
                 inbox_bytes: 0,
                 inbox_limit,
@@ -122,7 +120,6 @@ impl Shared {
             inbox: Notify::new(),
             writable: Notify::new(),
             events,
-            udp: Mutex::new(Vec::new()),
             stop,
         })
     }
@@ -198,10 +195,8 @@ impl Shared {
 }
 
 impl State {
-    /// A fresh connection id with its queue.
-    pub fn add_link(&mut self, remote: String) -> (ConnectionId, Arc<Notify>) {
-        let id = ConnectionId(self.next_connection);
-        self.next_connection += 1;
+    /// The queue of connection `id`, which the engine just handed out.
+    pub fn add_link(&mut self, id: ConnectionId, remote: String) -> Arc<Notify> {
         let notify = Arc::new(Notify::new());
         let traffic_slot = Traffic::slot(&remote);
         if let Some(counters) = self.traffic.get_mut(traffic_slot) {
@@ -219,7 +214,7 @@ impl State {
                 blocked: false,
             },
         );
-        (id, notify)
+        notify
     }
 
     /// Forgets connection `id`'s queue: the transport is done with it.
@@ -291,42 +286,26 @@ impl State {
         }
     }
 
+    /// Does what `event` asks of the node (a message to take, a connection to close, requests to
+    /// fail), then hands the application its view of it.
     fn on_event(&mut self, event: Event, wakeups: &mut Wakeups) {
-        match event {
-            Event::Readable { peer, stream_id } => {
-                let stream_id = stream_id.get();
-                if !self
-                    .readable
-                    .iter()
-                    .any(|(p, s)| *s == stream_id && *p == peer)
-                {
-                    self.readable.push_back((peer, stream_id));
-                }
+        if let Event::Readable { peer, stream_id } = event {
+            let stream_id = stream_id.get();
+            // Queued once; the application sees the messages, not the event.
+            if !self
+                .readable
+                .iter()
+                .any(|(p, s)| *s == stream_id && *p == peer)
+            {
+                self.readable.push_back((peer, stream_id));
             }
+            return;
+        }
+        match &event {
             Event::Writable { .. } => wakeups.writable = true,
-            Event::ConnectionLost {
-                connection,
-                peer,
-                reason,
-            } => {
-                self.close_link(connection, wakeups);
-                wakeups.events.push(NodeEvent::ConnectionLost {
-                    connection,
-                    peer,
-                    reason: reason.message,
-                });
-            }
-            Event::HandshakeFailed {
-                connection,
-                failure,
-                reason,
-            } => {
-                self.close_link(connection, wakeups);
-                wakeups.events.push(NodeEvent::HandshakeFailed {
-                    connection,
-                    failure,
-                    reason: reason.message,
-                });
+            Event::ConnectionLost { connection, .. }
+            | Event::HandshakeFailed { connection, .. } => {
+                self.close_link(*connection, wakeups);
             }
             Event::Authenticated {
                 connection, peer, ..
@@ -334,51 +313,19 @@ impl State {
                 // A relay some peers advertise: they are reached through it from now on.
                 let advertising = self
                     .links
-                    .get(&connection)
+                    .get(connection)
                     .and_then(|link| self.advertised_relays.get(&link.remote));
                 for target in advertising.into_iter().flatten() {
                     self.endpoint
                         .set_preferred_relay(target, Some(peer.clone()));
                 }
-                wakeups
-                    .events
-                    .push(NodeEvent::Connected { connection, peer });
             }
-            Event::PeerReachable { peer } => wakeups.events.push(NodeEvent::PeerReachable { peer }),
-            Event::PeerUnreachable { peer } => {
-                wakeups.events.push(NodeEvent::PeerUnreachable { peer })
-            }
-            Event::StreamFinished {
-                peer,
-                stream_id,
-                reason,
-            } => wakeups.events.push(NodeEvent::StreamClosed {
-                peer,
-                stream_id: stream_id.get(),
-                reason: reason.message,
-            }),
-            Event::MessagesExpired {
-                peer,
-                stream_id,
-                count,
-            } => wakeups.events.push(NodeEvent::MessagesExpired {
-                peer,
-                stream_id: stream_id.get(),
-                count,
-            }),
-            Event::PeerRestarted { peer } => wakeups.events.push(NodeEvent::PeerRestarted { peer }),
-            Event::NameAssigned { name } => wakeups.events.push(NodeEvent::NameAssigned { name }),
-            Event::StreamClosed { .. } => {}
-            Event::Unroutable {
-                peer,
-                reason,
-                dropped_units,
-            } => {
+            Event::Unroutable { peer, .. } => {
                 // Its requests will get no reply.
                 let failed: Vec<u64> = self
                     .requests
                     .iter()
-                    .filter(|(_, (to, _))| *to == peer)
+                    .filter(|(_, (to, _))| to == peer)
                     .map(|(&id, _)| id)
                     .collect();
                 for id in failed {
@@ -390,13 +337,10 @@ impl State {
                 }
                 // Senders waiting on its window fail fast now.
                 wakeups.writable = true;
-                wakeups.events.push(NodeEvent::Unroutable {
-                    peer,
-                    reason: reason.message,
-                    dropped_units,
-                });
             }
+            _ => {}
         }
+        wakeups.events.extend(NodeEvent::from_engine(event));
     }
 
     /// Takes messages from the engine into the inbox (replies to their requests) while the inbox

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::handle::{NodeHandle, Refused};
 use super::shared::Shared;
 use super::transport::{self, Accepted, Listener, TransportContext, TransportError};
 use crate::address::Address;
@@ -40,7 +41,7 @@ pub(crate) async fn timer_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bo
 
 /// Accepts connections on `listener` until the node stops; each runs in its own task.
 pub(crate) async fn accept_loop(
-    shared: Arc<Shared>,
+    node: NodeHandle,
     context: Arc<TransportContext>,
     mut listener: Listener,
     mut stop: watch::Receiver<bool>,
@@ -60,7 +61,7 @@ pub(crate) async fn accept_loop(
             }
         };
         tokio::spawn(open_accepted(
-            shared.clone(),
+            node.clone(),
             context.clone(),
             accepted,
             remote,
@@ -70,7 +71,7 @@ pub(crate) async fn accept_loop(
 
 /// Completes an accepted connection's opening, registers it with the engine, and runs it.
 async fn open_accepted(
-    shared: Arc<Shared>,
+    node: NodeHandle,
     context: Arc<TransportContext>,
     accepted: Accepted,
     remote: String,
@@ -82,24 +83,15 @@ async fn open_accepted(
             return;
         }
     };
-    let params = opened.params();
-    let registered = shared.with(|state| {
-        if state.shutting_down {
-            return None;
+    match node.accept(remote.clone(), opened.params()) {
+        Ok(handle) => {
+            tracing::debug!(connection = handle.id().0, remote, "accepted");
+            opened.run(handle).await;
         }
-        let (id, notify) = state.add_link(remote.clone());
-        match state.endpoint.accept(Instant::now(), id, params) {
-            Ok(()) => Some((id, notify)),
-            Err(error) => {
-                tracing::warn!(%error, remote, "connection not accepted");
-                state.remove_link(id);
-                None
-            }
+        Err(Refused::Engine(error)) => {
+            tracing::warn!(%error, remote, "connection not accepted");
         }
-    });
-    if let Some((id, notify)) = registered {
-        tracing::debug!(connection = id.0, remote, "accepted");
-        opened.run(shared, id, notify).await;
+        Err(Refused::ShuttingDown) => {}
     }
 }
 
@@ -120,7 +112,7 @@ impl Backoff {
 
 /// Keeps one connection to `peer` at `address` up until the node stops.
 pub(crate) async fn dial_loop(
-    shared: Arc<Shared>,
+    node: NodeHandle,
     context: Arc<TransportContext>,
     address: Address,
     options: ConnectOptions,
@@ -134,30 +126,21 @@ pub(crate) async fn dial_loop(
         if *stop.borrow() {
             return;
         }
-        match transport::connect(&shared, &context, &address).await {
+        match transport::connect(&node, &context, &address).await {
             Ok(opened) => {
-                let params = opened.params();
-                let registered = shared.with(|state| {
-                    if state.shutting_down {
-                        return None;
-                    }
-                    let (id, notify) = state.add_link(address.to_string());
-                    match state
-                        .endpoint
-                        .connect(Instant::now(), id, params, options.clone())
-                    {
-                        Ok(()) => Some((id, notify)),
-                        Err(error) => {
+                let registered =
+                    match node.connect(address.to_string(), opened.params(), options.clone()) {
+                        Ok(handle) => Some(handle),
+                        Err(Refused::Engine(error)) => {
                             tracing::warn!(%error, %address, "connection not opened");
-                            state.remove_link(id);
                             None
                         }
-                    }
-                });
-                if let Some((id, notify)) = registered {
-                    tracing::debug!(connection = id.0, %address, "connected");
+                        Err(Refused::ShuttingDown) => None,
+                    };
+                if let Some(handle) = registered {
+                    tracing::debug!(connection = handle.id().0, %address, "connected");
                     let started = Instant::now();
-                    let again = opened.run(shared.clone(), id, notify).await;
+                    let again = opened.run(handle).await;
                     // A connection that lived a while resets the backoff.
                     if started.elapsed() > backoff.max {
                         delay = backoff.min;

@@ -1,13 +1,15 @@
 //! TLS settings of a node ([`TlsSettings`]): its certificate chain and private key, the CAs that
 //! verify its peers, whether clients must present certificates, and the name servers are checked
-//! against. Loaded once at `start()` into the rustls configurations the `tls://` and `quic://`
-//! transports use (ring provider, ALPN `atbus/1`), with an error naming the file and the fault.
+//! against. One type for code (the builder methods) and for the YAML `tls:` section of the node's
+//! and the relay's files (it deserializes). Loaded once at `start()` into the rustls
+//! configurations the `tls://` and `quic://` transports use (`LoadedTls`: ring provider, ALPN
+//! `atbus/1`), with an error naming the file and the fault.
 //!
 //! TLS is transport security underneath the atbus handshake: the token handshake of the engine
 //! runs on every connection all the same.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
@@ -15,15 +17,23 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use serde::{Deserialize, Deserializer};
 
 /// The application protocol both transports negotiate.
 pub(crate) const ALPN: &[u8] = b"atbus/1";
 
-/// Where a PEM document comes from: a file, or bytes handed over by code.
-#[derive(Clone)]
+/// Where a PEM document comes from: a file, or bytes handed over by code. YAML names files.
+#[derive(Clone, Deserialize)]
+#[serde(from = "PathBuf")]
 enum Pem {
     File(PathBuf),
     Memory(Arc<[u8]>),
+}
+
+impl From<PathBuf> for Pem {
+    fn from(path: PathBuf) -> Self {
+        Pem::File(path)
+    }
 }
 
 impl fmt::Debug for Pem {
@@ -60,6 +70,17 @@ impl Pem {
 /// peers' certificates ([`ca_file`](Self::ca_file)). Mutual TLS: the listener sets
 /// [`require_client_cert`](Self::require_client_cert) and a CA, the dialer an identity.
 ///
+/// The YAML `tls:` section is the same settings, with paths:
+///
+/// ```yaml
+/// tls:
+///   cert: /etc/atbus/orders.pem  # the certificate chain, PEM, leaf first (to listen)
+///   key: /etc/atbus/orders.key   # its private key, PEM
+///   ca: /etc/atbus/ca.pem        # CA(s) the peers' certificates chain to (to dial); or a list
+///   require_client_cert: false   # listeners refuse clients without a certificate from `ca`
+///   server_name: billing.internal  # checked against servers' certificates instead of the host
+/// ```
+///
 /// ```no_run
 /// use atbus_core::runtime::{Node, TlsSettings};
 /// # use atbus_core::engine::Token;
@@ -76,9 +97,13 @@ impl Pem {
 ///     .await?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TlsSettings {
-    identity: Option<(Pem, Pem)>,
+    /// The certificate chain; with `key`, this node's identity.
+    cert: Option<Pem>,
+    key: Option<Pem>,
+    #[serde(deserialize_with = "one_or_many")]
     ca: Vec<Pem>,
     require_client_cert: bool,
     server_name: Option<String>,
@@ -98,7 +123,8 @@ impl TlsSettings {
         cert_chain: impl Into<PathBuf>,
         private_key: impl Into<PathBuf>,
     ) -> Self {
-        self.identity = Some((Pem::File(cert_chain.into()), Pem::File(private_key.into())));
+        self.cert = Some(Pem::File(cert_chain.into()));
+        self.key = Some(Pem::File(private_key.into()));
         self
     }
 
@@ -108,10 +134,8 @@ impl TlsSettings {
         cert_chain: impl Into<Vec<u8>>,
         private_key: impl Into<Vec<u8>>,
     ) -> Self {
-        self.identity = Some((
-            Pem::Memory(cert_chain.into().into()),
-            Pem::Memory(private_key.into().into()),
-        ));
+        self.cert = Some(Pem::Memory(cert_chain.into().into()));
+        self.key = Some(Pem::Memory(private_key.into().into()));
         self
     }
 
@@ -141,16 +165,60 @@ impl TlsSettings {
         self
     }
 
+    /// The CA files trusted (not the CAs given as PEM text).
+    pub fn ca_files(&self) -> impl Iterator<Item = &Path> {
+        self.ca.iter().filter_map(|pem| match pem {
+            Pem::File(path) => Some(path.as_path()),
+            Pem::Memory(_) => None,
+        })
+    }
+
+    /// Whether listeners refuse clients without a certificate.
+    pub fn client_cert_required(&self) -> bool {
+        self.require_client_cert
+    }
+
+    /// Checks what can be checked without reading the files: a certificate comes with its key
+    /// (the YAML may give one without the other).
+    pub fn check(&self) -> Result<(), TlsError> {
+        match (&self.cert, &self.key) {
+            (Some(_), None) => Err(TlsError::Incomplete(
+                "a certificate needs its private key (YAML: tls.cert needs tls.key)",
+            )),
+            (None, Some(_)) => Err(TlsError::Incomplete(
+                "a private key needs its certificate (YAML: tls.key needs tls.cert)",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes the relative file paths relative to `folder` (the configuration file's).
+    pub fn resolve_relative_to(&mut self, folder: &Path) {
+        let pems = self
+            .cert
+            .iter_mut()
+            .chain(&mut self.key)
+            .chain(&mut self.ca);
+        for pem in pems {
+            if let Pem::File(path) = pem {
+                if path.is_relative() {
+                    *path = folder.join(&*path);
+                }
+            }
+        }
+    }
+
     /// Reads the files and builds the rustls configurations.
-    pub(crate) fn load(&self) -> Result<TlsConfigs, TlsError> {
+    pub(crate) fn load(&self) -> Result<LoadedTls, TlsError> {
+        self.check()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         if let Some(name) = &self.server_name {
             ServerName::try_from(name.clone())
                 .map_err(|_| TlsError::ServerName { name: name.clone() })?;
         }
-        let identity = match &self.identity {
-            Some((chain, key)) => Some(load_identity(chain, key)?),
-            None => None,
+        let identity = match (&self.cert, &self.key) {
+            (Some(chain), Some(key)) => Some(load_identity(chain, key)?),
+            _ => None,
         };
         let roots = if self.ca.is_empty() {
             None
@@ -222,7 +290,7 @@ impl TlsSettings {
             config.enable_early_data = quic;
             Ok(Some(config))
         };
-        Ok(TlsConfigs {
+        Ok(LoadedTls {
             tls_server: server(false)?.map(Arc::new),
             tls_client: client(false)?.map(Arc::new),
             quic_server: server(true)?,
@@ -289,6 +357,20 @@ fn load_roots(sources: &[Pem]) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
+/// A path or a list of paths.
+fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Pem>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(path) => vec![Pem::File(path)],
+        OneOrMany::Many(paths) => paths.into_iter().map(Pem::File).collect(),
+    })
+}
+
 /// Every certificate of a PEM document; none is an error.
 fn certificates(
     bytes: &[u8],
@@ -311,9 +393,10 @@ fn certificates(
     Ok(chain)
 }
 
-/// The rustls configurations built from [`TlsSettings`]: server ones when the node has an
-/// identity, client ones when it has a CA.
-pub(crate) struct TlsConfigs {
+/// The rustls configurations built from [`TlsSettings`] (what the settings become once their files
+/// are read, not another kind of settings): server ones when the node has an identity, client
+/// ones when it has a CA.
+pub(crate) struct LoadedTls {
     pub tls_server: Option<Arc<ServerConfig>>,
     pub tls_client: Option<Arc<ClientConfig>>,
     pub quic_server: Option<ServerConfig>,
@@ -324,7 +407,7 @@ pub(crate) struct TlsConfigs {
     pub require_client_cert: bool,
 }
 
-impl TlsConfigs {
+impl LoadedTls {
     /// The name to check the certificate of the server at `host` against.
     pub fn server_name<'a>(&'a self, host: &'a str) -> &'a str {
         self.server_name.as_deref().unwrap_or(host)

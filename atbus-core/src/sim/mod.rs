@@ -10,6 +10,12 @@
 //! a sequence number, so the same seed and the same calls give the same run, event for event;
 //! a failing test prints its seed and is replayed from it.
 //!
+//! The engine runs on it as an [`EngineNode`] (`sim/engine.rs`): the one driver of an endpoint
+//! on the network, with the application of a test or a bench on top, and the calls that register
+//! a link's connections with the endpoints at its ends ([`Network::bind`],
+//! [`Network::handshake`], [`Network::accept_link`]). [`BackToBack`] joins two endpoints without
+//! a network, for harnesses that drive one by hand (the fuzz targets).
+//!
 //! Compiled with the `sim` feature of atbus-core only.
 //!
 //! ```
@@ -48,12 +54,14 @@ use bytes::Bytes;
 
 use crate::engine::transmit::{ConnectionId, Transmit};
 
+mod engine;
 mod link;
 mod network;
 mod stats;
 
+pub use engine::{Application, BackToBack, End, EngineNode, params_of};
 pub use link::{LinkKind, LinkProfile};
-pub use network::Network;
+pub use network::{NETWORK_NUMBERED, Network};
 pub use stats::{LinkStats, TransferStats};
 
 /// A node the simulated network drives: the sans-IO interface of the engine (or of a test's toy
@@ -112,8 +120,8 @@ impl fmt::Display for NodeIndex {
     }
 }
 
-/// A link between two nodes, as returned by [`Network::connect`]: which nodes it joins and the
-/// connection id each of them knows it by (tell each node its id; the ids are unique per node).
+/// A link between two nodes, as returned by [`Network::connect`] and [`Network::link`]: which
+/// nodes it joins and the connection id each of them knows it by (unique per node).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Link {
     index: usize,

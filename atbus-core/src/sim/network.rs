@@ -24,6 +24,10 @@ const HORIZON: Duration = Duration::from_secs(1_000_000_000);
 /// Index of the a-to-b direction in `LinkState::directions`; b-to-a is 1.
 const A_TO_B: usize = 0;
 
+/// The first connection id [`Network::connect`] numbers a node's links with: ids an engine hands
+/// out count from 1, so the two never meet at a node that has both.
+pub const NETWORK_NUMBERED: u64 = 1 << 32;
+
 /// The default of [`Network::set_instant_step_limit`].
 const DEFAULT_INSTANT_STEP_LIMIT: u64 = 100_000;
 
@@ -116,7 +120,7 @@ impl<D: Driver> Network<D> {
     pub fn add_node(&mut self, driver: D) -> NodeIndex {
         self.nodes.push(NodeSlot {
             driver,
-            next_connection: 1,
+            next_connection: NETWORK_NUMBERED,
             connections: BTreeMap::new(),
         });
         NodeIndex(self.nodes.len() - 1)
@@ -144,8 +148,10 @@ impl<D: Driver> Network<D> {
         &mut self.nodes[node.0].driver
     }
 
-    /// Joins `a` and `b` with a link whose two directions both follow `profile`, and gives it a
-    /// new connection id at each node. The link is up at once.
+    /// Joins `a` and `b` with a link whose two directions both follow `profile`, and numbers it
+    /// at each node: for nodes that do not number their connections themselves (toy nodes, an
+    /// attacker's raw end). The network's numbers start at [`NETWORK_NUMBERED`], far above the
+    /// ids an engine hands out. The link is up at once.
     ///
     /// # Panics
     /// If `a` or `b` was not returned by this network's [`Network::add_node`].
@@ -154,9 +160,45 @@ impl<D: Driver> Network<D> {
             a.0 < self.nodes.len() && b.0 < self.nodes.len(),
             "connect: unknown node"
         );
+        let a_connection = self.number_connection(a);
+        let b_connection = self.number_connection(b);
+        self.link(a, a_connection, b, b_connection, profile)
+    }
+
+    /// A fresh id for a connection of `node`, numbered by the network (see
+    /// [`Network::connect`]): for the end of a [`Network::link`] that no engine numbers.
+    ///
+    /// # Panics
+    /// If `node` was not returned by this network's [`Network::add_node`].
+    pub fn number_connection(&mut self, node: NodeIndex) -> ConnectionId {
+        let slot = &mut self.nodes[node.0];
+        let id = ConnectionId(slot.next_connection);
+        slot.next_connection += 1;
+        id
+    }
+
+    /// Joins `a` and `b` with a link whose two directions both follow `profile`, known at `a` as
+    /// `a_connection` and at `b` as `b_connection`: the ids the nodes gave it (an engine hands
+    /// out its connection ids). The link is up at once.
+    ///
+    /// # Panics
+    /// If `a` or `b` was not returned by this network's [`Network::add_node`], or a node already
+    /// has a link under the id given.
+    pub fn link(
+        &mut self,
+        a: NodeIndex,
+        a_connection: ConnectionId,
+        b: NodeIndex,
+        b_connection: ConnectionId,
+        profile: LinkProfile,
+    ) -> Link {
+        assert!(
+            a.0 < self.nodes.len() && b.0 < self.nodes.len(),
+            "link: unknown node"
+        );
         let index = self.links.len();
-        let a_connection = self.new_connection(a.0, index, A_TO_B);
-        let b_connection = self.new_connection(b.0, index, 1 - A_TO_B);
+        self.add_connection(a.0, a_connection, index, A_TO_B);
+        self.add_connection(b.0, b_connection, index, 1 - A_TO_B);
         self.links.push(LinkState {
             ends: [(a.0, a_connection), (b.0, b_connection)],
             up: true,
@@ -180,7 +222,7 @@ impl<D: Driver> Network<D> {
     /// (a dead UDP path).
     ///
     /// # Panics
-    /// If `link` was not returned by this network's [`Network::connect`].
+    /// If `link` was not returned by this network's [`Network::connect`] or [`Network::link`].
     pub fn kill(&mut self, link: Link, notify: bool) {
         let index = link.index;
         let state = &mut self.links[index];
@@ -215,7 +257,7 @@ impl<D: Driver> Network<D> {
     /// sent from now on. Restoring a link that is up does nothing.
     ///
     /// # Panics
-    /// If `link` was not returned by this network's [`Network::connect`].
+    /// If `link` was not returned by this network's [`Network::connect`] or [`Network::link`].
     pub fn restore(&mut self, link: Link) {
         self.links[link.index].up = true;
     }
@@ -223,7 +265,7 @@ impl<D: Driver> Network<D> {
     /// Whether `link` is up (not killed).
     ///
     /// # Panics
-    /// If `link` was not returned by this network's [`Network::connect`].
+    /// If `link` was not returned by this network's [`Network::connect`] or [`Network::link`].
     pub fn is_up(&self, link: Link) -> bool {
         self.links[link.index].up
     }
@@ -232,7 +274,7 @@ impl<D: Driver> Network<D> {
     /// what is already in flight arrives as it was scheduled.
     ///
     /// # Panics
-    /// If `link` was not returned by this network's [`Network::connect`].
+    /// If `link` was not returned by this network's [`Network::connect`] or [`Network::link`].
     pub fn set_profile(&mut self, link: Link, direction: Direction, profile: LinkProfile) {
         let directions = &mut self.links[link.index].directions;
         match direction {
@@ -248,7 +290,7 @@ impl<D: Driver> Network<D> {
     /// The counters of both directions of `link`.
     ///
     /// # Panics
-    /// If `link` was not returned by this network's [`Network::connect`].
+    /// If `link` was not returned by this network's [`Network::connect`] or [`Network::link`].
     pub fn stats(&self, link: Link) -> LinkStats {
         let [a_to_b, b_to_a] = &self.links[link.index].directions;
         LinkStats {
@@ -385,12 +427,13 @@ impl<D: Driver> Network<D> {
         }
     }
 
-    fn new_connection(&mut self, node: usize, link: usize, direction: usize) -> ConnectionId {
-        let slot = &mut self.nodes[node];
-        let id = ConnectionId(slot.next_connection);
-        slot.next_connection += 1;
-        slot.connections.insert(id, (link, direction));
-        id
+    fn add_connection(&mut self, node: usize, id: ConnectionId, link: usize, direction: usize) {
+        let connections = &mut self.nodes[node].connections;
+        assert!(
+            !connections.contains_key(&id),
+            "node#{node} already has a link as {id}"
+        );
+        connections.insert(id, (link, direction));
     }
 
     /// `instant` as an offset from the start, clamped to `0..=HORIZON`.

@@ -173,18 +173,17 @@ fn an_anonymous_hello_cannot_choose_its_own_name() {
     let server = anonymous_server(&mut world, vec![AllowRule::Name("gateway".into())]);
     // A genuine anonymous hello, recorded.
     let client = world.add("", AuthConfig::default());
-    let genuine = world.raw_link(client, server, stream(1));
     let now = world.net.now();
-    world
+    let at_client = world
         .node_mut(client)
         .endpoint
         .connect(
             now,
-            genuine.a_connection,
             params_of(&stream(1)),
             ConnectOptions::to_anyone(Credential::Anonymous),
         )
         .expect("connect");
+    world.accepted_link(client, at_client, server, stream(1));
     let hello = world
         .node_mut(client)
         .endpoint

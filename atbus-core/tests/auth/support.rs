@@ -1,6 +1,6 @@
-//! Nodes for the authentication tests: an endpoint on the simulated network that records what it
-//! sends and receives, takes every message that arrives, and can put raw bytes on its links (an
-//! attacker replaying or forging frames).
+//! Nodes for the authentication tests: an endpoint on the simulated network (the sim's
+//! `EngineNode`) whose application records what it sends and receives, takes every message that
+//! arrives, and can put raw bytes on its links (an attacker replaying or forging frames).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use atbus_core::engine::{
-    AuthConfig, AuthFailure, ConnectOptions, ConnectionId, ConnectionParams, Endpoint,
-    EngineConfig, Event, Token, Transmit,
+    AuthConfig, AuthFailure, ConnectOptions, ConnectionId, Endpoint, EngineConfig, Event, Token,
+    Transmit,
 };
-use atbus_core::sim::{Driver, Link, LinkKind, LinkProfile, Network, NodeIndex};
+pub use atbus_core::sim::params_of;
+use atbus_core::sim::{Application, EngineNode, Link, LinkProfile, Network, NodeIndex};
 use atbus_proto::FrameCodec;
 use atbus_proto::protocol::frame_message::Body;
 use atbus_proto::protocol::{FrameMessage, MessageHead, PacketContent, PacketData};
@@ -35,8 +36,11 @@ pub fn accepting<const N: usize>(tokens: [Token; N]) -> AuthConfig {
 }
 
 /// One endpoint with a record of everything it did.
-pub struct Node {
-    pub endpoint: Endpoint,
+pub type Node = EngineNode<Recorder>;
+
+/// The record of everything an endpoint did.
+#[derive(Default)]
+pub struct Recorder {
     /// Every event, in order.
     pub events: Vec<Event>,
     /// Every message taken: (peer, stream, data).
@@ -52,42 +56,21 @@ pub struct Node {
     pub raw_in: BTreeMap<ConnectionId, Vec<Bytes>>,
 }
 
-impl Node {
-    /// A node whose clock shows `unix` at `now`.
-    pub fn new(name: &str, auth: AuthConfig, seed: u8, now: Instant, unix: Duration) -> Self {
-        let config = EngineConfig {
-            auth: AuthConfig {
-                rng_seed: Some([seed; 32]),
-                ..auth
-            },
-            ..EngineConfig::default()
-        };
-        let mut endpoint = Endpoint::new(name, config, now);
-        endpoint.set_unix_time(now, unix);
-        Self {
-            endpoint,
-            events: Vec::new(),
-            received: Vec::new(),
-            inject: VecDeque::new(),
-            sent: Vec::new(),
-            bytes_in: BTreeMap::new(),
-            bytes_out: BTreeMap::new(),
-            raw_in: BTreeMap::new(),
-        }
-    }
+/// A node whose clock shows `unix` at `now`.
+pub fn node(name: &str, auth: AuthConfig, seed: u8, now: Instant, unix: Duration) -> Node {
+    let config = EngineConfig {
+        auth: AuthConfig {
+            rng_seed: Some([seed; 32]),
+            ..auth
+        },
+        ..EngineConfig::default()
+    };
+    let mut endpoint = Endpoint::new(name, config, now);
+    endpoint.set_unix_time(now, unix);
+    EngineNode::new(endpoint, Recorder::default())
+}
 
-    fn pump(&mut self) {
-        while let Some(event) = self.endpoint.poll_event() {
-            if let Event::Readable { peer, stream_id } = &event {
-                while let Some(message) = self.endpoint.read(peer, *stream_id) {
-                    self.received
-                        .push((peer.clone(), stream_id.get(), message.data));
-                }
-            }
-            self.events.push(event);
-        }
-    }
-
+impl Recorder {
     /// The Authenticated event of `connection`: (peer, early data accepted, resumed).
     pub fn authenticated(&self, connection: ConnectionId) -> Option<(String, bool, bool)> {
         self.events.iter().find_map(|event| match event {
@@ -144,43 +127,39 @@ impl Node {
     }
 }
 
-impl Driver for Node {
-    fn handle_input(&mut self, now: Instant, connection: ConnectionId, data: Bytes) {
+impl Application for Recorder {
+    /// Takes every event, and every message of the streams that became readable.
+    fn pump(&mut self, endpoint: &mut Endpoint) {
+        while let Some(event) = endpoint.poll_event() {
+            if let Event::Readable { peer, stream_id } = &event {
+                while let Some(message) = endpoint.read(peer, *stream_id) {
+                    self.received
+                        .push((peer.clone(), stream_id.get(), message.data));
+                }
+            }
+            self.events.push(event);
+        }
+    }
+
+    fn inject(&mut self) -> Option<Transmit> {
+        self.inject.pop_front()
+    }
+
+    fn received(&mut self, connection: ConnectionId, data: &Bytes) {
         *self.bytes_in.entry(connection).or_default() += data.len();
         self.raw_in
             .entry(connection)
             .or_default()
             .push(data.clone());
-        self.endpoint.handle_input(now, connection, data);
-        self.pump();
     }
 
-    fn handle_connection_lost(&mut self, now: Instant, connection: ConnectionId) {
-        self.endpoint.connection_lost(now, connection);
-        self.pump();
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.endpoint.handle_timeout(now);
-        self.pump();
-    }
-
-    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        let transmit = self
-            .inject
-            .pop_front()
-            .or_else(|| self.endpoint.poll_transmit(now));
+    fn polled(&mut self, endpoint: &mut Endpoint, transmit: Option<&Transmit>) {
         // Polling may drop a refused connection: its event is due even when nothing is sent.
-        self.pump();
-        let transmit = transmit?;
-        *self.bytes_out.entry(transmit.connection).or_default() += transmit.data.len();
-        self.sent.push(transmit.clone());
-        self.pump();
-        Some(transmit)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.endpoint.poll_timeout()
+        self.pump(endpoint);
+        if let Some(transmit) = transmit {
+            *self.bytes_out.entry(transmit.connection).or_default() += transmit.data.len();
+            self.sent.push(transmit.clone());
+        }
     }
 }
 
@@ -202,7 +181,7 @@ impl World {
         let now = self.net.now();
         // Every node's clock agrees: UNIX_START when the simulation began.
         let unix = UNIX_START + self.net.elapsed();
-        self.net.add_node(Node::new(name, auth, seed, now, unix))
+        self.net.add_node(node(name, auth, seed, now, unix))
     }
 
     pub fn node(&self, index: NodeIndex) -> &Node {
@@ -222,15 +201,26 @@ impl World {
         profile: LinkProfile,
         options: ConnectOptions,
     ) -> Link {
-        let link = self.raw_link(client, server, profile.clone());
-        let now = self.net.now();
-        self.net
-            .node_mut(client)
-            .endpoint
-            .connect(now, link.a_connection, params_of(&profile), options)
+        let link = self
+            .net
+            .handshake(client, server, profile, options)
             .expect("connect");
         self.net.poll_node(client);
         link
+    }
+
+    /// A link from `client`'s connection `at_client` (opened with `connect`) to a new connection
+    /// `server` accepts.
+    pub fn accepted_link(
+        &mut self,
+        client: NodeIndex,
+        at_client: ConnectionId,
+        server: NodeIndex,
+        profile: LinkProfile,
+    ) -> Link {
+        self.net
+            .accept_link(client, at_client, server, profile)
+            .expect("accept")
     }
 
     /// Connects `client` as the restart of a node whose old connection to `server` vanished
@@ -258,21 +248,16 @@ impl World {
         self.connect(client, server, profile, options)
     }
 
-    /// A link on which only `server` runs the engine (it accepts); `attacker` sends raw bytes.
+    /// A link on which only `server` runs the engine (it accepts); `attacker` sends raw bytes (its
+    /// end is numbered by the network).
     pub fn raw_link(
         &mut self,
         attacker: NodeIndex,
         server: NodeIndex,
         profile: LinkProfile,
     ) -> Link {
-        let link = self.net.connect(attacker, server, profile.clone());
-        let now = self.net.now();
-        self.net
-            .node_mut(server)
-            .endpoint
-            .accept(now, link.b_connection, params_of(&profile))
-            .expect("accept");
-        link
+        let at_attacker = self.net.number_connection(attacker);
+        self.accepted_link(attacker, at_attacker, server, profile)
     }
 
     /// Sends raw `bytes` from `from` on its end of `link` (the a end).
@@ -286,14 +271,6 @@ impl World {
 
     pub fn run_for(&mut self, duration: Duration) {
         assert!(self.net.run_for(duration), "the simulation stalled");
-    }
-}
-
-/// The connection parameters of a link of `profile`.
-pub fn params_of(profile: &LinkProfile) -> ConnectionParams {
-    match profile.kind {
-        LinkKind::Datagram => ConnectionParams::datagram_ipv6(),
-        LinkKind::Stream => ConnectionParams::stream(),
     }
 }
 

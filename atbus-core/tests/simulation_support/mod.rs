@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use atbus_core::engine::{
-    AuthConfig, CloseReason, ConnectOptions, ConnectionId, ConnectionParams, Credential, Endpoint,
-    EngineConfig, EngineStats, Event, MessageMeta, SendError, Token, Transmit,
+    AuthConfig, CloseReason, ConnectOptions, Credential, Endpoint, EngineConfig, EngineStats,
+    Event, MessageMeta, SendError, Token,
 };
-use atbus_core::sim::{Driver, LinkKind, LinkProfile, Network};
+use atbus_core::sim::{Application, EngineNode, LinkProfile, Network};
 use bytes::Bytes;
 
 /// splitmix64: a tiny deterministic generator for workloads and message bytes.
@@ -190,9 +190,8 @@ struct Incoming {
     finished: bool,
 }
 
-/// A node: the engine plus an application that sends its workload and checks what arrives.
+/// The application of a node: sends its workload and checks what arrives.
 pub struct App {
-    pub endpoint: Endpoint,
     name: String,
     peer: String,
     seed: u64,
@@ -208,13 +207,14 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(
+    /// The node `name` running it on the engine.
+    pub fn node(
         name: &str,
         peer: &str,
         seed: u64,
         (workload, expected): (Workload, &Workload),
         now: Instant,
-    ) -> Self {
+    ) -> EngineNode<Self> {
         let mut config = sim_config();
         // Nonces and keys from the seed, and a fixed clock: runs are reproducible.
         let mut rng_seed = [0; 32];
@@ -223,8 +223,7 @@ impl App {
         config.auth.rng_seed = Some(rng_seed);
         let mut endpoint = Endpoint::new(name, config, now);
         endpoint.set_unix_time(now, UNIX_START);
-        Self {
-            endpoint,
+        let app = Self {
             name: name.into(),
             peer: peer.into(),
             seed,
@@ -239,7 +238,8 @@ impl App {
             incoming: BTreeMap::new(),
             problems: Vec::new(),
             max_memory: 0,
-        }
+        };
+        EngineNode::new(endpoint, app)
     }
 
     /// Every stream it sent is closed and every stream it receives finished, all checked.
@@ -253,7 +253,7 @@ impl App {
     }
 
     /// Queues what the windows allow, and takes what arrived.
-    fn pump(&mut self) {
+    fn pump_app(&mut self, endpoint: &mut Endpoint) {
         for (index, outgoing) in self.workload.streams.iter().enumerate() {
             let (next, finish_queued) = &mut self.sent[index];
             while *next < outgoing.sizes.len() {
@@ -264,12 +264,7 @@ impl App {
                     *next,
                     outgoing.sizes[*next],
                 );
-                match self.endpoint.send(
-                    &self.peer,
-                    outgoing.stream_id,
-                    data,
-                    MessageMeta::default(),
-                ) {
+                match endpoint.send(&self.peer, outgoing.stream_id, data, MessageMeta::default()) {
                     Ok(_) => *next += 1,
                     Err(SendError::WouldBlock { .. }) => break,
                     Err(error) => {
@@ -280,15 +275,15 @@ impl App {
             }
             if *next == outgoing.sizes.len() && !*finish_queued {
                 let reason = CloseReason::shutdown("");
-                if let Err(error) = self.endpoint.finish(&self.peer, outgoing.stream_id, reason) {
+                if let Err(error) = endpoint.finish(&self.peer, outgoing.stream_id, reason) {
                     self.problems.push(format!("finish failed: {error}"));
                 }
                 *finish_queued = true;
             }
         }
-        while let Some(event) = self.endpoint.poll_event() {
+        while let Some(event) = endpoint.poll_event() {
             match event {
-                Event::Readable { stream_id, .. } => self.read(stream_id.get()),
+                Event::Readable { stream_id, .. } => self.read(endpoint, stream_id.get()),
                 Event::StreamFinished { stream_id, .. } => {
                     let stream_id = stream_id.get();
                     let incoming = self.incoming.entry(stream_id).or_default();
@@ -309,11 +304,11 @@ impl App {
                 _ => {}
             }
         }
-        self.max_memory = self.max_memory.max(self.endpoint.memory());
+        self.max_memory = self.max_memory.max(endpoint.memory());
     }
 
-    fn read(&mut self, stream_id: i64) {
-        while let Some(message) = self.endpoint.read(&self.peer, stream_id) {
+    fn read(&mut self, endpoint: &mut Endpoint, stream_id: i64) {
+        while let Some(message) = endpoint.read(&self.peer, stream_id) {
             let incoming = self.incoming.entry(stream_id).or_default();
             let Some(size) = self
                 .expected
@@ -340,28 +335,9 @@ impl App {
     }
 }
 
-impl Driver for App {
-    fn handle_input(&mut self, now: Instant, connection: ConnectionId, data: Bytes) {
-        self.endpoint.handle_input(now, connection, data);
-        self.pump();
-    }
-
-    fn handle_connection_lost(&mut self, now: Instant, connection: ConnectionId) {
-        self.endpoint.connection_lost(now, connection);
-        self.pump();
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.endpoint.handle_timeout(now);
-        self.pump();
-    }
-
-    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        self.endpoint.poll_transmit(now)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.endpoint.poll_timeout()
+impl Application for App {
+    fn pump(&mut self, endpoint: &mut Endpoint) {
+        self.pump_app(endpoint);
     }
 }
 
@@ -456,45 +432,25 @@ pub fn run(
 ) -> Outcome {
     let mut net = Network::new(seed);
     let now = net.now();
-    let a = net.add_node(App::new("a", "b", seed, (a_sends.clone(), b_sends), now));
-    let b = net.add_node(App::new("b", "a", seed, (b_sends.clone(), a_sends), now));
+    let a = net.add_node(App::node("a", "b", seed, (a_sends.clone(), b_sends), now));
+    let b = net.add_node(App::node("b", "a", seed, (b_sends.clone(), a_sends), now));
     let mut made = Vec::new();
     for profile in links {
-        let params = match profile.kind {
-            LinkKind::Stream => ConnectionParams::stream(),
-            LinkKind::Datagram => ConnectionParams::datagram_ipv6(),
-        };
-        let link = net.connect(a, b, profile.clone());
-        let now = net.now();
         let added = if handshake {
             let options = ConnectOptions::new("b", Credential::Token(sim_token()));
-            [
-                net.node_mut(a)
-                    .endpoint
-                    .connect(now, link.a_connection, params, options),
-                net.node_mut(b)
-                    .endpoint
-                    .accept(now, link.b_connection, params),
-            ]
+            net.handshake(a, b, profile.clone(), options)
         } else {
-            [
-                net.node_mut(a)
-                    .endpoint
-                    .add_connection(now, link.a_connection, "b", params),
-                net.node_mut(b)
-                    .endpoint
-                    .add_connection(now, link.b_connection, "a", params),
-            ]
+            net.bind(a, b, profile.clone())
         };
-        assert!(added.iter().all(Result::is_ok), "{added:?}");
-        made.push(link);
+        made.push(added.unwrap_or_else(|error| panic!("{error}")));
     }
     for node in [a, b] {
         net.node_mut(node).pump();
         net.poll_node(node);
     }
     let limit = net.now() + Duration::from_secs(600);
-    let both_done = |net: &mut Network<App>| !(net.node(a).done() && net.node(b).done());
+    let both_done =
+        |net: &mut Network<EngineNode<App>>| !(net.node(a).done() && net.node(b).done());
     if let Some(kill) = kill {
         let kill_at = net.now() + kill.after;
         net.run_while(both_done, kill_at);

@@ -11,8 +11,9 @@ use std::time::Duration;
 use arbitrary::{Result, Unstructured};
 use atbus_core::engine::{
     ConnectOptions, ConnectionId, ConnectionParams, Credential, Endpoint, EngineConfig, Event,
-    ForwardOverflow, Token,
+    ForwardOverflow, Token, Transmit,
 };
+use atbus_core::sim::{BackToBack, End};
 use atbus_proto::protocol::packet_content::FragmentType;
 use atbus_proto::protocol::{
     AtbusCloseReason, AtbusPacketFlagType, CloseReasonData, FrameMessage, MessageHead,
@@ -122,17 +123,15 @@ pub(crate) fn digest(frame: &FrameMessage) -> u64 {
 }
 
 impl Harness {
-    /// Opens connection `id` to the relay `peer` with a real handshake: b connects with the token,
-    /// a scratch endpoint named `peer` accepts, and the two exchange until both are quiet. Then
-    /// the scratch endpoint is dropped and the harness speaks for `peer` on the connection.
-    pub(crate) fn handshake(
-        &mut self,
-        id: ConnectionId,
-        peer: &'static str,
-        params: ConnectionParams,
-    ) {
-        let mut other = scratch(peer);
-        let other_id = ConnectionId(1);
+    /// Opens a connection to the relay `peer` with a real handshake: b connects with the token,
+    /// a scratch endpoint named `peer` accepts, and the two exchange back to back (the sim's
+    /// `BackToBack`) until both are quiet. Then the scratch endpoint is dropped and the harness
+    /// speaks for `peer` on the connection.
+    pub(crate) fn handshake(&mut self, peer: &'static str, params: ConnectionParams) {
+        let mut other = Scratch {
+            endpoint: scratch(peer),
+            peer,
+        };
         let options = ConnectOptions {
             peer: Some(peer.to_string()),
             credential: Credential::Token(token()),
@@ -140,47 +139,18 @@ impl Harness {
             relay: self.mode.is_some_and(|mode| mode.b_relay),
             resume: false,
         };
-        self.endpoint
-            .connect(self.now, id, params, options)
-            .expect("a fresh id and a valid MTU");
-        other
-            .accept(self.now, other_id, params)
-            .expect("a valid MTU");
+        let link = BackToBack::connect(
+            self.now,
+            &mut self.endpoint,
+            &mut other.endpoint,
+            params,
+            options,
+        )
+        .expect("a valid MTU");
+        let id = link.a;
+        self.note_id(id);
         self.handshaking = Some((id, params));
-        for _ in 0..MAX_HANDSHAKE_ROUNDS {
-            let mut progress = false;
-            while let Some(event) = self.endpoint.poll_event() {
-                progress = true;
-                self.check_event(event);
-            }
-            while let Some(transmit) = self.endpoint.poll_transmit(self.now) {
-                progress = true;
-                if transmit.connection == id {
-                    assert!(
-                        transmit.data.len() <= params.mtu,
-                        "a handshake transmit over the MTU"
-                    );
-                    other.handle_input(self.now, other_id, transmit.data);
-                } else {
-                    self.check_transmit(transmit);
-                }
-            }
-            while let Some(transmit) = other.poll_transmit(self.now) {
-                progress = true;
-                if transmit.connection == other_id {
-                    self.endpoint.handle_input(self.now, id, transmit.data);
-                }
-            }
-            while let Some(event) = other.poll_event() {
-                assert!(
-                    !matches!(event, Event::HandshakeFailed { .. }),
-                    "the scratch {peer} refused b: {event:?}"
-                );
-            }
-            if !progress {
-                break;
-            }
-        }
+        link.exchange(self.now, self, &mut other, MAX_HANDSHAKE_ROUNDS);
         self.handshaking = None;
         let link = self
             .live
@@ -429,5 +399,51 @@ impl Harness {
                 .handle_input(self.now, connection, wire.clone());
         }
         Ok(())
+    }
+}
+
+/// b, as the end of the link to a scratch relay: its events and its transmits elsewhere are
+/// checked as always, and what it sends the relay must fit the connection.
+impl End for Harness {
+    fn endpoint(&mut self) -> &mut Endpoint {
+        &mut self.endpoint
+    }
+
+    fn event(&mut self, event: Event) {
+        self.check_event(event);
+    }
+
+    fn elsewhere(&mut self, transmit: Transmit) {
+        self.check_transmit(transmit);
+    }
+
+    fn crossing(&mut self, transmit: &Transmit) {
+        let mtu = self
+            .handshaking
+            .map_or(usize::MAX, |(_, params)| params.mtu);
+        assert!(
+            transmit.data.len() <= mtu,
+            "a handshake transmit over the MTU"
+        );
+    }
+}
+
+/// The scratch relay of a handshake: it must not refuse b.
+struct Scratch {
+    endpoint: Endpoint,
+    peer: &'static str,
+}
+
+impl End for Scratch {
+    fn endpoint(&mut self) -> &mut Endpoint {
+        &mut self.endpoint
+    }
+
+    fn event(&mut self, event: Event) {
+        assert!(
+            !matches!(event, Event::HandshakeFailed { .. }),
+            "the scratch {} refused b: {event:?}",
+            self.peer
+        );
     }
 }

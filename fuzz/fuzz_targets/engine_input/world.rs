@@ -46,6 +46,7 @@ pub(crate) struct Harness {
     pub(crate) mode: Option<Mode>,
     /// The connections the endpoint has, as its events tell.
     pub(crate) live: BTreeMap<ConnectionId, Link>,
+    /// One past the highest connection id the endpoint handed out.
     pub(crate) next_id: u64,
     /// The peers the last reachability events said are reachable.
     pub(crate) reachable: BTreeSet<&'static str>,
@@ -168,21 +169,21 @@ impl Harness {
             ConnectionKind::Datagram => *u.choose(&[1232, 548, 128, 1500, 200])?,
             ConnectionKind::Stream => *u.choose(&[64 * 1024, 1232, 128, 16 * 1024])?,
         };
-        let id = ConnectionId(self.next_id);
-        self.next_id += 1;
         if self.mode.is_some_and(|mode| mode.is_relay(peer)) {
             // The hello must fit the connection.
             let params = ConnectionParams {
                 kind,
                 mtu: mtu.max(512),
             };
-            self.handshake(id, peer, params);
+            self.handshake(peer, params);
             return Ok(());
         }
         let params = ConnectionParams { kind, mtu };
-        self.endpoint
-            .add_connection(self.now, id, peer, params)
-            .expect("a fresh id and a valid MTU");
+        let id = self
+            .endpoint
+            .add_connection(self.now, peer, params)
+            .expect("a valid MTU");
+        self.note_id(id);
         self.live.insert(
             id,
             Link {
@@ -257,6 +258,11 @@ impl Harness {
         self.now = to.min(horizon).max(self.now);
         self.endpoint.handle_timeout(self.now);
         self.settle();
+    }
+
+    /// Notes an id the endpoint handed out: ids past it are unknown to the endpoint.
+    pub(crate) fn note_id(&mut self, id: ConnectionId) {
+        self.next_id = self.next_id.max(id.0 + 1);
     }
 
     pub(crate) fn mix(&mut self, value: u64) {

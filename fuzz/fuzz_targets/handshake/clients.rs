@@ -46,7 +46,6 @@ impl Harness {
             endpoint.set_unix_time(self.now, Duration::from_millis(unix));
             self.clients[index] = Some(Client {
                 endpoint,
-                next_id: 1,
                 links: BTreeMap::new(),
                 keys: BTreeMap::new(),
             });
@@ -101,12 +100,13 @@ impl Harness {
                 .endpoint
                 .send(SERVER, stream_id, data, MessageMeta::default());
         }
-        let client_id = ConnectionId(client.next_id);
-        client.next_id += 1;
-        if let Err(error) = client.endpoint.connect(now, client_id, params, options) {
-            self.mix(error.to_string().len() as u64);
-            return Ok(());
-        }
+        let client_id = match client.endpoint.connect(now, params, options) {
+            Ok(id) => id,
+            Err(error) => {
+                self.mix(error.to_string().len() as u64);
+                return Ok(());
+            }
+        };
         if let Some(key) = key {
             client.keys.insert(client_id, key);
         }

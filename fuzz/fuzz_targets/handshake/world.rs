@@ -80,7 +80,6 @@ pub(crate) struct ServerConn {
 /// A real connecting endpoint.
 pub(crate) struct Client {
     pub(crate) endpoint: Endpoint,
-    pub(crate) next_id: u64,
     /// Its connections, and the server connection at the other end.
     pub(crate) links: BTreeMap<ConnectionId, ConnectionId>,
     /// The key of the hello on each of its connections (token or issued token), to learn tickets.
@@ -106,6 +105,7 @@ pub(crate) struct Harness {
     pub(crate) conns: BTreeMap<ConnectionId, ServerConn>,
     /// Ids of connections refused or lost.
     pub(crate) dead: Vec<ConnectionId>,
+    /// One past the highest connection id the server handed out.
     pub(crate) next_id: u64,
     pub(crate) clients: Vec<Option<Client>>,
     /// Peers reachable, as the server's events say.
@@ -260,8 +260,8 @@ impl Harness {
         })
     }
 
-    /// Accepts a new connection of `kind`: under a fresh id, or the id of one that is gone (the
-    /// server must have forgotten it).
+    /// Accepts a new connection of `kind`: the server hands out an id it never gave before, not
+    /// even one of a connection that is gone.
     pub(crate) fn open(
         &mut self,
         u: &mut Unstructured,
@@ -271,16 +271,15 @@ impl Harness {
             return Ok(None);
         }
         let params = Self::connection_params(u, kind)?;
-        let id = if !self.dead.is_empty() && u.ratio(1, 4)? {
-            let index = u.choose_index(self.dead.len())?;
-            self.dead.swap_remove(index)
-        } else {
-            self.next_id += 1;
-            ConnectionId(self.next_id - 1)
+        let id = match self.server.accept(self.now, params) {
+            Ok(id) => id,
+            Err(error) => panic!("accepting a connection failed: {error}"),
         };
-        if let Err(error) = self.server.accept(self.now, id, params) {
-            panic!("accepting {id} failed: {error} (the server should not know this id)");
-        }
+        assert!(
+            id.0 >= self.next_id && !self.dead.contains(&id),
+            "the server handed out {id} again"
+        );
+        self.next_id = id.0 + 1;
         self.conns.insert(
             id,
             ServerConn {

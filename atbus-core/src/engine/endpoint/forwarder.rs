@@ -303,12 +303,8 @@ pub(super) mod tests {
         let mut config = EngineConfig::default();
         config.auth.relay = true;
         let mut relay = Endpoint::new("relay", config, now);
-        relay
-            .add_connection(now, ConnectionId(1), "up", STREAM)
-            .unwrap();
-        relay
-            .add_connection(now, ConnectionId(2), "b", STREAM)
-            .unwrap();
+        assert_eq!(relay.add_connection(now, "up", STREAM), Ok(ConnectionId(1)));
+        assert_eq!(relay.add_connection(now, "b", STREAM), Ok(ConnectionId(2)));
         // "up" said it is a relay in its handshake.
         let identity = relay.connections.get_mut(&ConnectionId(1)).unwrap();
         identity.identity.as_mut().unwrap().relay = true;
@@ -410,8 +406,8 @@ pub(super) mod tests {
 
         // A frame for "c" on a plain node's connection from "a": dropped, counted, nothing kept.
         let mut node = node;
-        let id = ConnectionId(1);
-        node.add_connection(now, id, "a", ConnectionParams::stream())
+        let id = node
+            .add_connection(now, "a", ConnectionParams::stream())
             .unwrap();
         let frame = FrameMessage {
             head: Some(MessageHead {

@@ -231,7 +231,7 @@ mod tests {
     /// Node "b" connected to relay "up" (connection 1), its first transmits sent.
     fn b_behind_up(now: Instant) -> Endpoint {
         let mut b = Endpoint::new("b", EngineConfig::default(), now);
-        b.add_connection(now, RELAY, "up", STREAM).unwrap();
+        assert_eq!(b.add_connection(now, "up", STREAM), Ok(RELAY));
         let connection = b.connections.get_mut(&RELAY).unwrap();
         connection.identity.as_mut().unwrap().relay = true;
         b.refresh_relay("up");
@@ -292,7 +292,7 @@ mod tests {
     fn a_direct_connection_vouches_for_its_instance_against_a_passing_relayed_tag() {
         let t0 = Instant::now();
         let mut b = b_behind_up(t0);
-        b.add_connection(t0, DIRECT, "a", STREAM).unwrap();
+        assert_eq!(b.add_connection(t0, "a", STREAM), Ok(DIRECT));
         b.note_instance("a", Bytes::from_static(&[7, 0, 0, 0, 1, 2, 3, 4]), DIRECT);
         while b.poll_transmit(t0).is_some() {}
         let at = |ms: u64| t0 + Duration::from_millis(ms);

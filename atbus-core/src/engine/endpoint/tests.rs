@@ -39,10 +39,8 @@ impl Pair {
     }
 
     fn connect(&mut self, params: ConnectionParams) -> usize {
-        let index = self.links.len() as u64;
-        let (at_a, at_b) = (ConnectionId(index), ConnectionId(100 + index));
-        self.a.add_connection(self.now, at_a, "b", params).unwrap();
-        self.b.add_connection(self.now, at_b, "a", params).unwrap();
+        let at_a = self.a.add_connection(self.now, "b", params).unwrap();
+        let at_b = self.b.add_connection(self.now, "a", params).unwrap();
         self.links.push((at_a, at_b, true));
         self.links.len() - 1
     }
@@ -188,7 +186,7 @@ fn small_messages_to_one_peer_share_one_transmit() {
         "all in one datagram"
     );
     pair.b
-        .handle_input(pair.now, ConnectionId(100), transmit.data);
+        .handle_input(pair.now, pair.links[0].1, transmit.data);
     assert_eq!(read_all(&mut pair.b, "a", 1).len(), 10);
 }
 
@@ -307,12 +305,8 @@ fn connections_with_an_mtu_outside_the_frame_limits_are_refused() {
     let mut pair = Pair::new(EngineConfig::default());
     let now = pair.now;
     assert_eq!(
-        pair.a.add_connection(
-            now,
-            ConnectionId(7),
-            "b",
-            ConnectionParams::stream().with_mtu(64)
-        ),
+        pair.a
+            .add_connection(now, "b", ConnectionParams::stream().with_mtu(64)),
         Err(ConnectionError::MtuTooSmall {
             mtu: 64,
             min: MIN_MTU
@@ -320,17 +314,20 @@ fn connections_with_an_mtu_outside_the_frame_limits_are_refused() {
     );
     let huge = ConnectionParams::stream().with_mtu(8 * 1024 * 1024);
     assert!(matches!(
-        pair.a.add_connection(now, ConnectionId(7), "b", huge),
+        pair.a.add_connection(now, "b", huge),
         Err(ConnectionError::MtuTooLarge { .. })
     ));
-    pair.a
-        .add_connection(now, ConnectionId(7), "b", ConnectionParams::stream())
+    let first = pair
+        .a
+        .add_connection(now, "b", ConnectionParams::stream())
         .unwrap();
-    assert_eq!(
-        pair.a
-            .add_connection(now, ConnectionId(7), "b", ConnectionParams::stream()),
-        Err(ConnectionError::DuplicateId(ConnectionId(7)))
-    );
+    // The endpoint hands out the ids: a second connection never gets the first one's (what
+    // `DuplicateId` guarded against when callers chose them), and refused ones take none.
+    let second = pair
+        .a
+        .add_connection(now, "b", ConnectionParams::stream())
+        .unwrap();
+    assert_eq!((first, second), (ConnectionId(1), ConnectionId(2)));
 }
 
 #[test]
@@ -365,11 +362,11 @@ fn a_frame_that_speaks_for_another_node_closes_the_connection_as_unauthorized() 
     };
     // From the right peer to someone else: not ours, dropped.
     pair.b
-        .handle_input(pair.now, ConnectionId(100), ping_from("a", "carol"));
+        .handle_input(pair.now, pair.links[0].1, ping_from("a", "carol"));
     assert_eq!(pair.b.stats().misaddressed_frames, 1);
     // Speaking for another node: refused.
     pair.b
-        .handle_input(pair.now, ConnectionId(100), ping_from("mallory", "b"));
+        .handle_input(pair.now, pair.links[0].1, ping_from("mallory", "b"));
     assert_eq!(
         pair.b
             .stats()
@@ -377,7 +374,7 @@ fn a_frame_that_speaks_for_another_node_closes_the_connection_as_unauthorized() 
         1
     );
     let close = pair.b.poll_transmit(pair.now).expect("a close frame");
-    assert_eq!(close.connection, ConnectionId(100));
+    assert_eq!(close.connection, pair.links[0].1);
     let lost = Pair::events(&mut pair.b);
     assert!(
         lost.iter()
@@ -394,7 +391,7 @@ fn garbage_on_a_stream_connection_closes_it_without_panicking() {
     Pair::events(&mut pair.b);
     pair.b.handle_input(
         pair.now,
-        ConnectionId(100),
+        pair.links[0].1,
         Bytes::from_static(b"\x01\x05garbage, not a frame"),
     );
     assert_eq!(pair.b.stats().invalid_frames, 1);
@@ -406,7 +403,7 @@ fn garbage_on_a_stream_connection_closes_it_without_panicking() {
     // Garbage on a datagram connection only costs the datagram.
     pair.connect(ConnectionParams::datagram_ipv4());
     pair.b
-        .handle_input(pair.now, ConnectionId(101), Bytes::from_static(&[0xff; 64]));
+        .handle_input(pair.now, pair.links[1].1, Bytes::from_static(&[0xff; 64]));
     assert_eq!(pair.b.stats().invalid_frames, 2);
     assert_eq!(pair.b.reachable_peers().count(), 1);
 }
@@ -462,7 +459,7 @@ fn the_connection_kind_decides_how_input_is_framed() {
     }
     for chunk in wire.chunks(7) {
         pair.b
-            .handle_input(pair.now, ConnectionId(100), Bytes::copy_from_slice(chunk));
+            .handle_input(pair.now, pair.links[0].1, Bytes::copy_from_slice(chunk));
     }
     assert_messages(&read_all(&mut pair.b, "a", 1), &[pattern(5000, 9)]);
     assert_eq!(ConnectionParams::stream().kind, ConnectionKind::Stream);
@@ -570,7 +567,7 @@ fn acknowledgements_wait_a_little_come_every_second_packet_and_at_once_for_a_gap
         datagrams.extend(std::iter::from_fn(|| pair.a.poll_transmit(pair.now)));
     }
     assert_eq!(datagrams.len(), 5);
-    let (now, at_b) = (pair.now, ConnectionId(100));
+    let (now, at_b) = (pair.now, pair.links[0].1);
     let acks_after = |b: &mut Endpoint, at: Instant| -> usize {
         std::iter::from_fn(|| b.poll_transmit(at))
             .map(|t| acks_in(&t))
@@ -669,7 +666,7 @@ fn a_datagram_connections_congestion_window_counts_every_flight_back_out() {
         }
     }
     assert_messages(&received, &messages);
-    let (window, in_flight) = pair.a.congestion_window(ConnectionId(0)).expect("datagram");
+    let (window, in_flight) = pair.a.congestion_window(pair.links[0].0).expect("datagram");
     assert_eq!(in_flight, 0, "every flight acknowledged, lost or forgotten");
     assert!(window >= 4 * 1232, "{window}");
     assert!(pair.a.stats().pieces_resent > 0);
@@ -695,8 +692,9 @@ fn after_a_blackout_the_first_timeout_probe_resumes_a_window_full_of_lost_flight
     pair.pump(Duration::from_millis(5));
     let mut received = read_all(&mut pair.b, "a", 1);
     // Two seconds in which nothing from a arrives.
+    let first = pair.links[0].0;
     pair.pump_with(Duration::from_secs(2), |transmit| {
-        transmit.connection != ConnectionId(0)
+        transmit.connection != first
     });
     let back = pair.now;
     while received.len() < messages.len() && pair.now < back + Duration::from_secs(60) {

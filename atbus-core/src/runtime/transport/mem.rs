@@ -3,14 +3,12 @@
 //! over without copying or a socket.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::sync::{Mutex, OnceLock};
 
 use bytes::Bytes;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
-use crate::engine::ConnectionId;
-use crate::runtime::shared::Shared;
+use crate::runtime::handle::ConnectionHandle;
 
 /// One end of an in-process connection.
 pub(crate) struct MemPipe {
@@ -79,28 +77,20 @@ pub(crate) fn connect(name: &str) -> std::io::Result<MemPipe> {
     Ok(MemPipe { tx: a_tx, rx: a_rx })
 }
 
-/// Runs connection `id` over `pipe` until either end drops it.
-pub(crate) async fn run(shared: Arc<Shared>, id: ConnectionId, notify: Arc<Notify>, pipe: MemPipe) {
+/// Runs the connection of `handle` over `pipe` until either end drops it.
+pub(crate) async fn run(handle: ConnectionHandle, pipe: MemPipe) {
     let MemPipe { tx, mut rx } = pipe;
     let read = async {
         while let Some(data) = rx.recv().await {
-            shared.input(id, data);
+            handle.deliver(data);
         }
-        shared.with(|state| state.endpoint.connection_lost(Instant::now(), id));
+        handle.lost();
     };
     let write = async {
-        loop {
-            let (frames, closing) = shared.take_queue(id);
-            if frames.is_empty() {
-                if closing {
-                    return;
-                }
-                notify.notified().await;
-                continue;
-            }
+        while let Some(frames) = handle.transmits().await {
             for frame in frames {
                 if tx.send(frame).is_err() {
-                    shared.with(|state| state.endpoint.connection_lost(Instant::now(), id));
+                    handle.lost();
                     return;
                 }
             }
@@ -110,5 +100,5 @@ pub(crate) async fn run(shared: Arc<Shared>, id: ConnectionId, notify: Arc<Notif
         () = read => {}
         () = write => {}
     }
-    shared.lock().remove_link(id);
+    handle.finish();
 }

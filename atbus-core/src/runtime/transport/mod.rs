@@ -4,6 +4,10 @@
 //! `mem://` hands `Bytes` over in-process (`mem`); `udp://` runs every peer over one socket
 //! (`udp`). `tls` and `quic` hold what those two add (TLS over TCP, quinn endpoints); their
 //! settings are [`TlsSettings`], their counters [`TransportCounters`].
+//!
+//! A transport sees nothing of the node but the handles it is given (`runtime/handle.rs`): a
+//! connection's task holds its `ConnectionHandle` (deliver bytes, take transmits, report
+//! closed), and the UDP hub the `NodeHandle` (register the connections it finds).
 
 mod counters;
 pub(crate) mod mem;
@@ -14,40 +18,44 @@ pub(crate) mod udp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
 pub(crate) use counters::Counters;
 pub use counters::TransportCounters;
 
+pub use crate::runtime::error::TransportError;
+
 use crate::address::Address;
-use crate::engine::{ConnectionId, ConnectionParams};
-use crate::runtime::NodeError;
-use crate::runtime::shared::Shared;
-use crate::runtime::tls_config::{TlsConfigs, TlsError, TlsSettings};
+use crate::engine::ConnectionParams;
+use crate::runtime::error::NodeError;
+use crate::runtime::handle::{ConnectionHandle, NodeHandle};
+use crate::runtime::tls_config::{LoadedTls, TlsError, TlsSettings};
 
 /// How long an accepted connection has to complete its TLS or QUIC handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the transports of one node share: its TLS configurations, its quinn endpoints and its
-/// counters.
+/// What the transports of one node share: its TLS configurations, its quinn endpoints, its UDP
+/// sockets and its counters.
 pub(crate) struct TransportContext {
-    pub tls: Option<TlsConfigs>,
+    pub tls: Option<LoadedTls>,
     pub quic: quic::QuicEndpoints,
+    /// The node's UDP sockets: the listeners', and one opened for dialing if needed.
+    udp: Mutex<Vec<Arc<udp::UdpHub>>>,
     pub counters: Arc<Counters>,
 }
 
 impl TransportContext {
     /// The context of a node with `tls` settings loaded (or none).
-    fn new(mut tls: Option<TlsConfigs>) -> Result<Self, TlsError> {
+    fn new(mut tls: Option<LoadedTls>) -> Result<Self, TlsError> {
         let quic = quic::QuicEndpoints::new(tls.as_mut())?;
         Ok(Self {
             tls,
             quic,
+            udp: Mutex::new(Vec::new()),
             counters: Arc::default(),
         })
     }
@@ -93,7 +101,7 @@ impl TransportContext {
         Self::new(configs).map_err(|error| TransportError::from(error).into())
     }
 
-    fn tls(&self, address: &Address) -> Result<&TlsConfigs, TransportError> {
+    fn tls(&self, address: &Address) -> Result<&LoadedTls, TransportError> {
         self.tls.as_ref().ok_or_else(|| TransportError::NoTls {
             address: address.to_string(),
         })
@@ -132,11 +140,12 @@ impl Opened {
         }
     }
 
-    /// Runs the connection until it ends, in a `connection` span naming it. True when it should
-    /// be dialed again at once (a QUIC server refused 0-RTT data), without the backoff.
-    pub async fn run(self, shared: Arc<Shared>, id: ConnectionId, notify: Arc<Notify>) -> bool {
-        let span = tracing::debug_span!("connection", id = id.0, scheme = self.scheme());
-        tracing::Instrument::instrument(self.run_inner(shared, id, notify), span).await
+    /// Runs the connection of `handle` until it ends, in a `connection` span naming it. True
+    /// when it should be dialed again at once (a QUIC server refused 0-RTT data), without the
+    /// backoff.
+    pub async fn run(self, handle: ConnectionHandle) -> bool {
+        let span = tracing::debug_span!("connection", id = handle.id().0, scheme = self.scheme());
+        tracing::Instrument::instrument(self.run_inner(handle), span).await
     }
 
     fn scheme(&self) -> &'static str {
@@ -150,70 +159,31 @@ impl Opened {
         }
     }
 
-    async fn run_inner(self, shared: Arc<Shared>, id: ConnectionId, notify: Arc<Notify>) -> bool {
+    async fn run_inner(self, handle: ConnectionHandle) -> bool {
         match self {
             Opened::Tcp(socket) => {
                 // Frames are batched by the engine and the writer: no Nagle delay on top.
                 let _ = socket.set_nodelay(true);
                 let (reader, writer) = socket.into_split();
-                stream::run(shared, id, notify, reader, writer).await;
+                stream::run(handle, reader, writer).await;
             }
             Opened::Unix(socket) => {
                 let (reader, writer) = socket.into_split();
-                stream::run(shared, id, notify, reader, writer).await;
+                stream::run(handle, reader, writer).await;
             }
-            Opened::Mem(pipe) => mem::run(shared, id, notify, pipe).await,
+            Opened::Mem(pipe) => mem::run(handle, pipe).await,
             Opened::Udp(hub, remote) => {
-                hub.route(remote, id);
-                hub.run_writer(shared, id, remote, notify).await;
+                hub.route(remote, handle.id());
+                hub.run_writer(handle, remote).await;
             }
             Opened::Tls(stream) => {
                 let (reader, writer) = tokio::io::split(*stream);
-                stream::run(shared, id, notify, reader, writer).await;
+                stream::run(handle, reader, writer).await;
             }
-            Opened::Quic(link) => return link.run(shared, id, notify).await,
+            Opened::Quic(link) => return link.run(handle).await,
         }
         false
     }
-}
-
-/// Why a transport could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum TransportError {
-    /// The scheme's transport cannot be used this way (e.g. a `udp://` address given where a
-    /// listener of another kind is bound).
-    #[error("{scheme}:// cannot be used here")]
-    Unsupported {
-        /// The scheme.
-        scheme: &'static str,
-    },
-    /// Binding or connecting failed.
-    #[error("{address}: {source}")]
-    Io {
-        /// The address.
-        address: String,
-        /// The system's error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The TLS or QUIC handshake failed (certificate refused, no common protocol, timeout, ...).
-    #[error("{address}: handshake failed: {source}")]
-    Handshake {
-        /// The address.
-        address: String,
-        /// What went wrong, from rustls or quinn.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A `tls://` or `quic://` address on a node without TLS settings.
-    #[error("{address} needs TLS settings: call NodeBuilder::tls(…) (YAML: a tls: section)")]
-    NoTls {
-        /// The address.
-        address: String,
-    },
-    /// The TLS settings could not be loaded.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
 }
 
 fn io_error(address: &Address) -> impl FnOnce(std::io::Error) -> TransportError + '_ {
@@ -381,7 +351,8 @@ impl Drop for Listener {
 
 /// Binds a UDP socket on `address` and starts serving it: the node's UDP hub.
 pub(crate) async fn bind_udp(
-    shared: &Arc<Shared>,
+    node: &NodeHandle,
+    context: &TransportContext,
     address: &Address,
 ) -> Result<Address, TransportError> {
     let Address::Udp(hp) = address else {
@@ -399,21 +370,25 @@ pub(crate) async fn bind_udp(
         })?;
     let socket = udp::bind(local).map_err(io_error(address))?;
     let port = socket.local_addr().map_err(io_error(address))?.port();
-    let hub = udp::UdpHub::start(shared.clone(), socket, shared.stop.clone());
-    shared
-        .udp
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(hub);
+    let hub = udp::UdpHub::start(node.clone(), socket);
+    context.udp_hubs().push(hub);
     Ok(address.with_port(port))
 }
 
+impl TransportContext {
+    fn udp_hubs(&self) -> std::sync::MutexGuard<'_, Vec<Arc<udp::UdpHub>>> {
+        self.udp.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The node's UDP hub for the family of `remote`: a listener's, or one opened now.
-async fn udp_hub(shared: &Arc<Shared>, remote: SocketAddr) -> std::io::Result<Arc<udp::UdpHub>> {
-    let existing = shared
-        .udp
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+async fn udp_hub(
+    node: &NodeHandle,
+    context: &TransportContext,
+    remote: SocketAddr,
+) -> std::io::Result<Arc<udp::UdpHub>> {
+    let existing = context
+        .udp_hubs()
         .iter()
         .find(|hub| hub.is_ipv6() == remote.is_ipv6())
         .cloned();
@@ -426,12 +401,8 @@ async fn udp_hub(shared: &Arc<Shared>, remote: SocketAddr) -> std::io::Result<Ar
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     };
     let socket = udp::bind(any)?;
-    let hub = udp::UdpHub::start(shared.clone(), socket, shared.stop.clone());
-    shared
-        .udp
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(hub.clone());
+    let hub = udp::UdpHub::start(node.clone(), socket);
+    context.udp_hubs().push(hub.clone());
     Ok(hub)
 }
 
@@ -452,7 +423,7 @@ async fn resolve(
 
 /// Opens a connection to `address`; for `tls://` and `quic://`, handshake included.
 pub(crate) async fn connect(
-    shared: &Arc<Shared>,
+    node: &NodeHandle,
     context: &TransportContext,
     address: &Address,
 ) -> Result<Opened, TransportError> {
@@ -511,7 +482,9 @@ pub(crate) async fn connect(
                     address: address.to_string(),
                     source: std::io::ErrorKind::NotFound.into(),
                 })?;
-            let hub = udp_hub(shared, remote).await.map_err(io_error(address))?;
+            let hub = udp_hub(node, context, remote)
+                .await
+                .map_err(io_error(address))?;
             Ok(Opened::Udp(hub, remote))
         }
         Address::Tcp(hp) => TcpStream::connect(hp.authority())

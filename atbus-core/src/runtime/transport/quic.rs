@@ -14,19 +14,16 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::counters::Counters;
+use super::stream;
+use crate::address::HostPort;
+use crate::runtime::handle::ConnectionHandle;
+use crate::runtime::tls_config::{LoadedTls, TlsError};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{
     Connection, Endpoint, EndpointConfig, RecvStream, SendStream, TransportConfig, VarInt,
     ZeroRttAccepted,
 };
-use tokio::sync::Notify;
-
-use super::counters::Counters;
-use super::stream;
-use crate::address::HostPort;
-use crate::engine::ConnectionId;
-use crate::runtime::shared::Shared;
-use crate::runtime::tls_config::{TlsConfigs, TlsError};
 
 /// Bytes a stream may have in flight unacknowledged, each way: on paths with real latency a large
 /// message is not held to quinn's default of 1.25 MB per round trip (on loopback the round trip is
@@ -53,7 +50,7 @@ pub(crate) struct QuicEndpoints {
 impl QuicEndpoints {
     /// Endpoints configured from `tls`: listening needs its server configuration, dialing its
     /// client one.
-    pub fn new(tls: Option<&mut TlsConfigs>) -> Result<Self, TlsError> {
+    pub fn new(tls: Option<&mut LoadedTls>) -> Result<Self, TlsError> {
         let mut endpoints = Self {
             server: None,
             client: None,
@@ -259,11 +256,11 @@ pub(crate) struct QuicLink {
 }
 
 impl QuicLink {
-    /// Runs connection `id` until either side ends it, then (in the background) closes the QUIC
-    /// connection once the peer has what was written. True when the server refused the 0-RTT
+    /// Runs the connection of `handle` until either side ends it, then (in the background)
+    /// closes the QUIC connection once the peer has what was written. True when the server refused the 0-RTT
     /// data of a connection that is otherwise fine: the dialer should dial again at once (the
     /// new session resumes).
-    pub async fn run(mut self, shared: Arc<Shared>, id: ConnectionId, notify: Arc<Notify>) -> bool {
+    pub async fn run(mut self, handle: ConnectionHandle) -> bool {
         let watcher = self.zero_rtt.take().map(|accepted| {
             let (counters, connection) = (self.counters.clone(), self.connection.clone());
             tokio::spawn(async move {
@@ -281,7 +278,7 @@ impl QuicLink {
                 }
             })
         });
-        stream::run(shared, id, notify, &mut self.recv, &mut self.send).await;
+        stream::run(handle, &mut self.recv, &mut self.send).await;
         // A refusal wakes the stream and resolves the watcher together: it has its answer.
         let refused = match watcher {
             Some(watcher) => tokio::time::timeout(Duration::from_millis(100), watcher)

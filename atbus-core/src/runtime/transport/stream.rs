@@ -1,16 +1,11 @@
-//! A connection over an ordered byte stream (TCP, Unix, in-process pipes): one task reads and
+//! A connection over an ordered byte stream (TCP, Unix, TLS, a QUIC stream): one task reads and
 //! feeds the engine, the same task's other half writes what the engine queued for it, coalescing
-//! small frames into one write.
-
-use std::sync::Arc;
-use std::time::Instant;
+//! small frames into one write. Both halves use the connection's handle.
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Notify;
 
-use crate::engine::ConnectionId;
-use crate::runtime::shared::Shared;
+use crate::runtime::handle::ConnectionHandle;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -19,62 +14,41 @@ const COALESCE_BELOW: usize = 16 * 1024;
 /// A coalescing buffer is written once it holds this much.
 const COALESCE_LIMIT: usize = 256 * 1024;
 
-/// Runs connection `id` over `reader` / `writer` until either side ends it.
-pub(crate) async fn run<R, W>(
-    shared: Arc<Shared>,
-    id: ConnectionId,
-    notify: Arc<Notify>,
-    reader: R,
-    writer: W,
-) where
+/// Runs the connection of `handle` over `reader` / `writer` until either side ends it.
+pub(crate) async fn run<R, W>(handle: ConnectionHandle, reader: R, writer: W)
+where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
     tokio::select! {
-        () = read_loop(&shared, id, reader) => {}
-        () = write_loop(&shared, id, &notify, writer) => {}
+        () = read_loop(&handle, reader) => {}
+        () = write_loop(&handle, writer) => {}
     }
-    shared.lock().remove_link(id);
+    handle.finish();
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(shared: &Shared, id: ConnectionId, mut reader: R) {
+async fn read_loop<R: AsyncRead + Unpin>(handle: &ConnectionHandle, mut reader: R) {
     let mut buffer = BytesMut::with_capacity(READ_CHUNK);
     loop {
         buffer.reserve(READ_CHUNK);
         match reader.read_buf(&mut buffer).await {
             Ok(0) | Err(_) => {
-                shared.with(|state| state.endpoint.connection_lost(Instant::now(), id));
+                handle.lost();
                 return;
             }
-            Ok(_) => {
-                let data = buffer.split().freeze();
-                shared.input(id, data);
-            }
+            Ok(_) => handle.deliver(buffer.split().freeze()),
         }
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    shared: &Shared,
-    id: ConnectionId,
-    notify: &Notify,
-    mut writer: W,
-) {
-    loop {
-        let (frames, closing) = shared.take_queue(id);
-        if frames.is_empty() {
-            if closing {
-                let _ = writer.shutdown().await;
-                return;
-            }
-            notify.notified().await;
-            continue;
-        }
+async fn write_loop<W: AsyncWrite + Unpin>(handle: &ConnectionHandle, mut writer: W) {
+    while let Some(frames) = handle.transmits().await {
         if write_frames(&mut writer, frames).await.is_err() {
-            shared.with(|state| state.endpoint.connection_lost(Instant::now(), id));
+            handle.lost();
             return;
         }
     }
+    let _ = writer.shutdown().await;
 }
 
 /// Writes `frames` in order, small ones gathered into one write.

@@ -11,13 +11,13 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::counters::Counters;
 use crate::address::HostPort;
-use crate::runtime::tls_config::TlsConfigs;
+use crate::runtime::tls_config::LoadedTls;
 
 /// A TLS connection over TCP, either side.
 pub(crate) type TlsStream = tokio_rustls::TlsStream<TcpStream>;
 
 /// The acceptor of a `tls://` listener.
-pub(crate) fn acceptor(configs: &TlsConfigs) -> Option<TlsAcceptor> {
+pub(crate) fn acceptor(configs: &LoadedTls) -> Option<TlsAcceptor> {
     configs.tls_server.clone().map(TlsAcceptor::from)
 }
 
@@ -44,7 +44,7 @@ pub(crate) async fn accept(
 /// Connects to `target` over TCP and completes the client side of the TLS handshake, checking
 /// the server's certificate against the configured name or the host of the address.
 pub(crate) async fn connect(
-    configs: &TlsConfigs,
+    configs: &LoadedTls,
     target: &HostPort,
     counters: &Counters,
 ) -> io::Result<TlsStream> {
@@ -70,7 +70,7 @@ pub(crate) async fn connect(
 /// The name the server's certificate must carry: the override, or the address's host (an IP
 /// address is matched against the certificate's IP SANs).
 pub(crate) fn server_name(
-    configs: &TlsConfigs,
+    configs: &LoadedTls,
     target: &HostPort,
 ) -> io::Result<ServerName<'static>> {
     let name = configs.server_name(&target.host);

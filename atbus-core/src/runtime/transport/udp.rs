@@ -5,18 +5,19 @@
 //! except towards a loopback address, whose interface carries far larger datagrams.
 //!
 //! Datagrams waiting in the socket are read in batches and fed to the engine under one lock.
+//!
+//! The hub holds the node's [`NodeHandle`] (to register the connections it finds and hand over a
+//! batch at once); each connection's writer holds that connection's [`ConnectionHandle`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
-use tokio::sync::{Notify, watch};
 
 use crate::engine::{ConnectionId, ConnectionParams};
-use crate::runtime::shared::Shared;
+use crate::runtime::handle::{ConnectionHandle, NodeHandle};
 
 /// The largest datagram read.
 const MAX_DATAGRAM: usize = 65_536;
@@ -58,13 +59,13 @@ pub(crate) fn params_for(remote: SocketAddr) -> ConnectionParams {
 }
 
 impl UdpHub {
-    /// A hub on `socket`; its receive loop runs until `stop`.
-    pub fn start(shared: Arc<Shared>, socket: UdpSocket, stop: watch::Receiver<bool>) -> Arc<Self> {
+    /// A hub on `socket`; its receive loop runs until the node stops.
+    pub fn start(node: NodeHandle, socket: UdpSocket) -> Arc<Self> {
         let hub = Arc::new(Self {
             socket: Arc::new(socket),
             routes: Mutex::new(HashMap::new()),
         });
-        tokio::spawn(receive_loop(shared, hub.clone(), stop));
+        tokio::spawn(receive_loop(node, hub.clone()));
         hub
     }
 
@@ -85,24 +86,11 @@ impl UdpHub {
             .unwrap_or(false)
     }
 
-    /// Sends what the engine queues for connection `id` to `remote`, until the engine is done
-    /// with it.
-    pub async fn run_writer(
-        self: Arc<Self>,
-        shared: Arc<Shared>,
-        id: ConnectionId,
-        remote: SocketAddr,
-        notify: Arc<Notify>,
-    ) {
-        loop {
-            let (datagrams, closing) = shared.take_queue(id);
-            if datagrams.is_empty() {
-                if closing {
-                    break;
-                }
-                notify.notified().await;
-                continue;
-            }
+    /// Sends what the engine queues for the connection of `handle` to `remote`, until the engine
+    /// is done with it.
+    pub async fn run_writer(self: Arc<Self>, handle: ConnectionHandle, remote: SocketAddr) {
+        let id = handle.id();
+        while let Some(datagrams) = handle.transmits().await {
             for datagram in datagrams {
                 // A datagram that cannot be sent is lost; the engine sends it again.
                 if let Err(error) = self.socket.send_to(&datagram, remote).await {
@@ -116,11 +104,12 @@ impl UdpHub {
                 routes.remove(&remote);
             }
         }
-        shared.lock().remove_link(id);
+        handle.finish();
     }
 }
 
-async fn receive_loop(shared: Arc<Shared>, hub: Arc<UdpHub>, mut stop: watch::Receiver<bool>) {
+async fn receive_loop(node: NodeHandle, hub: Arc<UdpHub>) {
+    let mut stop = node.stop();
     let mut buffer = vec![0u8; MAX_DATAGRAM];
     let mut batch: Vec<(ConnectionId, Bytes)> = Vec::with_capacity(RECEIVE_BATCH);
     loop {
@@ -133,7 +122,7 @@ async fn receive_loop(shared: Arc<Shared>, hub: Arc<UdpHub>, mut stop: watch::Re
             match received {
                 Ok((len, remote)) => {
                     let data = Bytes::copy_from_slice(&buffer[..len]);
-                    if let Some(id) = route_or_accept(&shared, &hub, remote) {
+                    if let Some(id) = route_or_accept(&node, &hub, remote) {
                         batch.push((id, data));
                     }
                 }
@@ -151,12 +140,7 @@ async fn receive_loop(shared: Arc<Shared>, hub: Arc<UdpHub>, mut stop: watch::Re
         if batch.is_empty() {
             continue;
         }
-        shared.with(|state| {
-            let now = Instant::now();
-            for (id, data) in batch.drain(..) {
-                state.input(now, id, data);
-            }
-        });
+        node.deliver_batch(&mut batch);
     }
 }
 
@@ -164,30 +148,18 @@ async fn receive_loop(shared: Arc<Shared>, hub: Arc<UdpHub>, mut stop: watch::Re
 /// accepts (its first datagram must hold a hello, or the engine forgets it at once), with a
 /// writer task of its own; `None` when the node is shutting down or the engine refuses it.
 fn route_or_accept(
-    shared: &Arc<Shared>,
+    node: &NodeHandle,
     hub: &Arc<UdpHub>,
     remote: SocketAddr,
 ) -> Option<ConnectionId> {
     if let Some(id) = hub.routes().get(&remote).copied() {
         return Some(id);
     }
-    let (id, notify) = shared.with(|state| {
-        if state.shutting_down {
-            return None;
-        }
-        let (id, notify) = state.add_link(format!("udp://{remote}"));
-        match state
-            .endpoint
-            .accept(Instant::now(), id, params_for(remote))
-        {
-            Ok(()) => Some((id, notify)),
-            Err(_) => {
-                state.remove_link(id);
-                None
-            }
-        }
-    })?;
+    let handle = node
+        .accept(format!("udp://{remote}"), params_for(remote))
+        .ok()?;
+    let id = handle.id();
     hub.route(remote, id);
-    tokio::spawn(hub.clone().run_writer(shared.clone(), id, remote, notify));
+    tokio::spawn(hub.clone().run_writer(handle, remote));
     Some(id)
 }

@@ -28,13 +28,14 @@ impl Endpoint {
     /// Takes `id` as the accepting side: its first frame must be a hello that passes the rules of
     /// [`AuthConfig`](crate::engine::AuthConfig). A refused connection ends with
     /// [`Event::HandshakeFailed`]; an accepted one with [`Event::Authenticated`].
+    ///
+    /// Returns the id the endpoint gave the connection.
     pub fn accept(
         &mut self,
         now: Instant,
-        id: ConnectionId,
         params: ConnectionParams,
-    ) -> Result<(), ConnectionError> {
-        self.check_new_connection(id, params)?;
+    ) -> Result<ConnectionId, ConnectionError> {
+        self.check_new_connection(params)?;
         self.tick(now);
         let rtt = RttEstimator::new(self.config.initial_rtt);
         let mut connection = Connection::new(String::new(), params, rtt, now);
@@ -44,9 +45,9 @@ impl Endpoint {
         // peer must not draw more than it gives.
         connection.validated = false;
         connection.handshake_deadline = Some(now + self.config.auth.handshake_timeout);
-        self.connections.insert(id, connection);
+        let id = self.insert_connection(connection);
         self.wake.insert(id);
-        Ok(())
+        Ok(id)
     }
 
     /// The accepting side's answer to a hello sent again (its accept was lost): the same accept.

@@ -28,14 +28,16 @@ use crate::engine::transmit::ConnectionId;
 use super::{HELLO_PAD_TO, NONCE_LEN, accept_fields};
 
 impl Endpoint {
-    /// Opens `id` as the connecting side: the first transmit on it is a hello proving
+    /// Opens a connection as the connecting side: the first transmit on it is a hello proving
     /// `options.credential`. The connection is usable once [`Event::Authenticated`] comes, or at
     /// once for early data to `options.peer` when `options.early_data` is set (0-RTT).
+    ///
+    /// Returns the id the endpoint gave the connection.
     ///
     /// ```
     /// use std::time::Instant;
     /// use atbus_core::engine::{
-    ///     ConnectOptions, ConnectionId, ConnectionParams, Credential, Endpoint, EngineConfig, Event, Token,
+    ///     ConnectOptions, ConnectionParams, Credential, Endpoint, EngineConfig, Event, Token,
     /// };
     ///
     /// let now = Instant::now();
@@ -46,13 +48,13 @@ impl Endpoint {
     /// let mut client = Endpoint::new("client", EngineConfig::default(), now);
     ///
     /// let options = ConnectOptions::new("server", Credential::Token(token));
-    /// client.connect(now, ConnectionId(1), ConnectionParams::stream(), options)?;
-    /// server.accept(now, ConnectionId(7), ConnectionParams::stream())?;
+    /// let at_client = client.connect(now, ConnectionParams::stream(), options)?;
+    /// let at_server = server.accept(now, ConnectionParams::stream())?;
     ///
     /// let hello = client.poll_transmit(now).expect("the hello");
-    /// server.handle_input(now, ConnectionId(7), hello.data);
+    /// server.handle_input(now, at_server, hello.data);
     /// let accept = server.poll_transmit(now).expect("the accept");
-    /// client.handle_input(now, ConnectionId(1), accept.data);
+    /// client.handle_input(now, at_client, accept.data);
     /// assert!(std::iter::from_fn(|| client.poll_event())
     ///     .any(|event| matches!(event, Event::Authenticated { ref peer, .. } if peer == "server")));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -60,11 +62,10 @@ impl Endpoint {
     pub fn connect(
         &mut self,
         now: Instant,
-        id: ConnectionId,
         params: ConnectionParams,
         options: ConnectOptions,
-    ) -> Result<(), ConnectionError> {
-        self.check_new_connection(id, params)?;
+    ) -> Result<ConnectionId, ConnectionError> {
+        self.check_new_connection(params)?;
         self.tick(now);
         let anonymous = matches!(options.credential, Credential::Anonymous);
         if anonymous && !self.name.is_empty() {
@@ -191,13 +192,13 @@ impl Endpoint {
             resend_at: None,
             attempts: 0,
         }));
-        self.connections.insert(id, connection);
+        let id = self.insert_connection(connection);
         self.wake.insert(id);
         if early_data {
             // Data to the peer may leave with the hello.
             self.bind_to_peer(id, &peer);
         }
-        Ok(())
+        Ok(id)
     }
 
     /// Checks the accept of our hello, and completes the connecting side.

@@ -123,9 +123,7 @@ fn a_table_the_send_path_refused_goes_out_once_it_can_not_at_the_next_change() {
     let (mut relay, mut watch) = relay_and_watch(now);
     // Sends to "up" are refused for a second (a relay reported no route to it before it came).
     relay.peers.get_mut("up").unwrap().unroutable_until = Some(now + Duration::from_secs(1));
-    relay
-        .add_connection(now, ConnectionId(3), "c", STREAM)
-        .unwrap();
+    assert_eq!(relay.add_connection(now, "c", STREAM), Ok(ConnectionId(3)));
     let refused = now + Duration::from_millis(100);
     assert!(watch.new_tables(&mut relay, refused).is_empty(), "refused");
     assert!(relay.mesh().unwrap().owed.contains("up"), "still owed");
