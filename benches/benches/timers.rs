@@ -37,7 +37,11 @@ use prost::Message;
 const PEERS: [usize; 3] = [10, 1_000, 10_000];
 
 /// The benchmark groups, in the order of the summary's rows.
-const GROUPS: [&str; 3] = ["timers-poll_timeout", "timers-handle_timeout", "timers-event"];
+const GROUPS: [&str; 3] = [
+    "timers-poll_timeout",
+    "timers-handle_timeout",
+    "timers-event",
+];
 
 /// The endpoint's name.
 const RELAY: &str = "relay";
@@ -45,7 +49,9 @@ const RELAY: &str = "relay";
 /// `frame`, encoded.
 fn encode(frame: &FrameMessage) -> Bytes {
     let mut wire = BytesMut::new();
-    FrameCodec::default().encode(frame, &mut wire).expect("encode");
+    FrameCodec::default()
+        .encode(frame, &mut wire)
+        .expect("encode");
     wire.freeze()
 }
 
