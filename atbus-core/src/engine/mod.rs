@@ -17,12 +17,14 @@ mod error;
 mod event;
 pub mod message;
 mod peer;
+mod peers;
 pub(crate) mod piece;
 pub(crate) mod ranges;
 pub(crate) mod reassembly;
 mod rtt;
 pub(crate) mod send;
 mod stats;
+mod timer;
 pub mod transmit;
 mod wire;
 
