@@ -4,6 +4,7 @@
 //! other through a relay.
 
 mod anonymous;
+mod departure;
 mod handshake;
 mod issued;
 mod refusals;
