@@ -40,7 +40,8 @@ struct Slot {
 #[derive(Debug)]
 pub(crate) struct Peers {
     ids: BTreeMap<String, PeerId>,
-    slots: Vec<Option<Slot>>,
+    /// Boxed: a peer is large, and the vector keeps the room of the most peers ever held.
+    slots: Vec<Option<Box<Slot>>>,
     /// Slots free for the next peer.
     free: Vec<u32>,
     /// Peers changed since the timers last looked, each once.
@@ -193,7 +194,7 @@ impl Peers {
         self.slots[id.0 as usize] = None;
         self.free.push(id.0);
         if let Some(tombstone) = tombstone {
-            self.departed.insert(name.to_string(), tombstone, now);
+            self.departed.insert(name, tombstone, now);
         }
         Some(id)
     }
@@ -216,11 +217,11 @@ impl Peers {
         };
         let id = match self.free.pop() {
             Some(free) => {
-                self.slots[free as usize] = Some(slot);
+                self.slots[free as usize] = Some(Box::new(slot));
                 PeerId(free)
             }
             None => {
-                self.slots.push(Some(slot));
+                self.slots.push(Some(Box::new(slot)));
                 PeerId((self.slots.len() - 1) as u32)
             }
         };
@@ -239,7 +240,7 @@ impl Peers {
 
     /// Touches the peer with id `id`.
     pub fn touch_id(&mut self, id: PeerId) {
-        if let Some(slot) = self.slots.get(id.0 as usize).and_then(Option::as_ref) {
+        if let Some(slot) = self.slot(id) {
             if !slot.touched.replace(true) {
                 self.touched.get_mut().push(id);
             }
@@ -247,11 +248,11 @@ impl Peers {
     }
 
     fn slot(&self, id: PeerId) -> Option<&Slot> {
-        self.slots.get(id.0 as usize)?.as_ref()
+        self.slots.get(id.0 as usize)?.as_deref()
     }
 
     fn slot_mut(&mut self, id: PeerId) -> Option<&mut Slot> {
-        self.slots.get_mut(id.0 as usize)?.as_mut()
+        self.slots.get_mut(id.0 as usize)?.as_deref_mut()
     }
 }
 

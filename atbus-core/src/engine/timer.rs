@@ -86,6 +86,7 @@ impl TimerIndex {
             self.rebuild();
         }
         self.drop_stale();
+        self.shrink();
     }
 
     /// Pops a key whose deadline is at or before `now`; it is disarmed.
@@ -97,6 +98,7 @@ impl TimerIndex {
         self.heap.pop();
         self.armed.remove(&key);
         self.drop_stale();
+        self.shrink();
         Some(key)
     }
 
@@ -107,6 +109,18 @@ impl TimerIndex {
                 break;
             }
             self.heap.pop();
+        }
+    }
+
+    /// Gives back the room of a crowd that left (thousands of connections gone).
+    fn shrink(&mut self) {
+        let room = 4 * self.armed.len().max(64);
+        if self.armed.capacity() > room {
+            self.armed.shrink_to_fit();
+        }
+        if self.heap.capacity() > 2 * room {
+            self.rebuild();
+            self.heap.shrink_to_fit();
         }
     }
 

@@ -78,7 +78,12 @@ impl Wake {
 
     /// Takes the noted connections.
     pub fn take_noted(&self) -> Vec<ConnectionId> {
-        self.noted.borrow_mut().drain().collect()
+        let mut noted = self.noted.borrow_mut();
+        let taken = noted.drain().collect();
+        if noted.capacity() > 1024 {
+            noted.shrink_to(64);
+        }
+        taken
     }
 }
 

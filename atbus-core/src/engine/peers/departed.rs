@@ -37,6 +37,7 @@
 //! on every connection), and anonymous churn must not push other peers' tombstones out.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -65,17 +66,26 @@ pub(crate) fn at_rest(peer: &Peer) -> bool {
         })
 }
 
-/// What is kept of one departed peer.
+/// What is kept of one departed peer. Compact: a relay keeps one per node that left.
 #[derive(Debug)]
 pub(crate) struct Tombstone {
-    instance: Option<Bytes>,
-    via: Option<String>,
-    route_mtu: Option<usize>,
-    send: Box<[(i64, SendRest)]>,
-    /// The stream, where it stands, and the window offset last announced.
-    recv: Box<[(i64, RecvRest, u64)]>,
+    /// Its instance, copied (the handshake's bytes may hold a whole frame).
+    instance: Option<Box<[u8]>>,
+    /// Each stream direction that moved, where it stands.
+    streams: Box<[(i64, Kept)]>,
+    /// The relay its frames came through, and the path's MTU, if known (rarely).
+    route: Option<Box<(Option<String>, Option<usize>)>>,
     /// When the peer was dropped.
     departed_at: Instant,
+}
+
+/// One stream direction of a tombstone.
+#[derive(Debug, Clone, Copy)]
+enum Kept {
+    /// Ours: where it stands.
+    Send(SendRest),
+    /// The peer's: where it stands, and the window offset last announced.
+    Recv(RecvRest, u64),
 }
 
 /// How the streams of a new peer start: what a tombstone need not keep.
@@ -92,9 +102,9 @@ pub(crate) struct StreamLimits {
 /// The tombstones.
 #[derive(Debug)]
 pub(crate) struct Departed {
-    by_name: HashMap<String, (u64, Tombstone)>,
+    by_name: HashMap<Arc<str>, (u64, Tombstone)>,
     /// Names by the order they departed in.
-    order: BTreeMap<u64, String>,
+    order: BTreeMap<u64, Arc<str>>,
     next: u64,
     limits: StreamLimits,
 }
@@ -104,29 +114,26 @@ impl Tombstone {
     /// keeping (a new peer of that name would be the same).
     pub fn of(peer: &Peer, limits: StreamLimits, now: Instant) -> Option<Self> {
         let fresh = SendStream::new(limits.initial_window).rest();
-        let send: Box<[_]> = peer
+        let send = peer
             .send
             .iter()
             .filter_map(|(&id, stream)| Some((id, stream.rest()?)))
             .filter(|(_, rest)| Some(*rest) != fresh)
-            .collect();
-        let recv: Box<[_]> = peer
+            .map(|(id, rest)| (id, Kept::Send(rest)));
+        let recv = peer
             .recv
             .iter()
             .filter_map(|(&id, stream)| Some((id, stream.reassembler.rest()?, stream.advertised)))
             .filter(|&(_, rest, advertised)| rest.offset > 0 || rest.finished || advertised > 0)
-            .collect();
-        let empty = peer.instance.is_none()
-            && peer.via.is_none()
-            && peer.route_mtu.is_none()
-            && send.is_empty()
-            && recv.is_empty();
+            .map(|(id, rest, advertised)| (id, Kept::Recv(rest, advertised)));
+        let streams: Box<[_]> = send.chain(recv).collect();
+        let route = (peer.via.is_some() || peer.route_mtu.is_some())
+            .then(|| Box::new((peer.via.clone(), peer.route_mtu)));
+        let empty = peer.instance.is_none() && route.is_none() && streams.is_empty();
         (!empty).then(|| Self {
-            instance: peer.instance.clone(),
-            via: peer.via.clone(),
-            route_mtu: peer.route_mtu,
-            send,
-            recv,
+            instance: peer.instance.as_deref().map(Box::from),
+            streams,
+            route,
             departed_at: now,
         })
     }
@@ -134,27 +141,30 @@ impl Tombstone {
     /// The peer again, as it was when it departed: its streams where they stood (an abandonment
     /// not yet announced is due at once).
     pub fn restore(self, limits: StreamLimits) -> Peer {
+        let (via, route_mtu) = self.route.map_or((None, None), |route| *route);
         let mut peer = Peer {
-            instance: self.instance,
-            via: self.via,
-            route_mtu: self.route_mtu,
+            instance: self.instance.map(Bytes::from),
+            via,
+            route_mtu,
             ..Peer::default()
         };
-        for &(id, rest) in &self.send {
-            peer.send
-                .insert(id, SendStream::resume(rest, self.departed_at));
-        }
-        for &(id, rest, advertised) in &self.recv {
-            let reassembler = Reassembler::resume(limits.budget, limits.window, rest);
-            peer.recv.insert(
-                id,
-                RecvStream {
-                    reassembler,
-                    readable: false,
-                    advertised,
-                    carried: Default::default(),
-                },
-            );
+        for &(id, kept) in &self.streams {
+            match kept {
+                Kept::Send(rest) => {
+                    peer.send
+                        .insert(id, SendStream::resume(rest, self.departed_at));
+                }
+                Kept::Recv(rest, advertised) => {
+                    let reassembler = Reassembler::resume(limits.budget, limits.window, rest);
+                    let stream = RecvStream {
+                        reassembler,
+                        readable: false,
+                        advertised,
+                        carried: Default::default(),
+                    };
+                    peer.recv.insert(id, stream);
+                }
+            }
         }
         peer
     }
@@ -182,10 +192,11 @@ impl Departed {
     }
 
     /// Keeps `tombstone` of `name`, dropped at `now`; forgets the oldest beyond the bounds.
-    pub fn insert(&mut self, name: String, tombstone: Tombstone, now: Instant) {
+    pub fn insert(&mut self, name: &str, tombstone: Tombstone, now: Instant) {
+        let name: Arc<str> = Arc::from(name);
         let seq = self.next;
         self.next += 1;
-        self.order.insert(seq, name.clone());
+        self.order.insert(seq, Arc::clone(&name));
         if let Some((old, _)) = self.by_name.insert(name, (seq, tombstone)) {
             self.order.remove(&old);
         }
@@ -199,12 +210,18 @@ impl Departed {
             let name = entry.remove();
             self.by_name.remove(&name);
         }
+        if self.by_name.capacity() > 4 * self.by_name.len().max(64) {
+            self.by_name.shrink_to_fit();
+        }
     }
 
     /// Takes the tombstone of `name`: the peer is back.
     pub fn take(&mut self, name: &str) -> Option<Tombstone> {
         let (seq, tombstone) = self.by_name.remove(name)?;
         self.order.remove(&seq);
+        if self.by_name.capacity() > 4 * self.by_name.len().max(64) {
+            self.by_name.shrink_to_fit();
+        }
         Some(tombstone)
     }
 }
@@ -241,7 +258,7 @@ mod tests {
         let mut departed = Departed::new(LIMITS);
         for index in 0..CAPACITY + 2 {
             let tombstone = Tombstone::of(&worth_keeping(), LIMITS, t0).unwrap();
-            departed.insert(format!("node-{index}"), tombstone, t0);
+            departed.insert(&format!("node-{index}"), tombstone, t0);
         }
         assert_eq!(departed.len(), CAPACITY);
         assert!(departed.take("node-0").is_none());
@@ -249,7 +266,7 @@ mod tests {
         assert!(departed.take("node-2").is_some());
         let later = t0 + LIFETIME;
         let tombstone = Tombstone::of(&worth_keeping(), LIMITS, later).unwrap();
-        departed.insert("late".into(), tombstone, later);
+        departed.insert("late", tombstone, later);
         assert_eq!(departed.len(), 1, "the others are a day old");
         assert!(departed.take("late").is_some());
     }
