@@ -4,8 +4,7 @@
 //! it what arrives (`handle_input`) and the passing of time (`handle_timeout`), and drains what
 //! it produces (`poll_transmit`, `poll_event`, `poll_timeout`). The application sends with
 //! `send` and `finish` and reads with `read`. Input handling is in `endpoint/input.rs`, output in
-//! `endpoint/output.rs`, timers in `endpoint/timers.rs` (their index in `endpoint/deadlines.rs`),
-//! and the dropping of peers that left in `endpoint/departure.rs`.
+//! `endpoint/output.rs`, timers in `endpoint/timers.rs`, peers that left in `departure.rs`.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -75,8 +74,7 @@ pub struct Endpoint {
     /// The connections that may have something to send; `poll_transmit` looks at these only
     /// (see `endpoint/wake.rs`).
     wake: wake::Wake,
-    /// The deadlines of the connections and peers (see `endpoint/deadlines.rs`); `poll_timeout`
-    /// brings it up to date, hence the cell.
+    /// Deadlines (`endpoint/deadlines.rs`); in a cell: `poll_timeout` brings it up to date.
     timers: RefCell<TimerIndex>,
 }
 

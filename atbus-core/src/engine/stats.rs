@@ -85,7 +85,7 @@ pub struct EngineStats {
     pub early_data_dropped: u64,
     /// Peers whose state was dropped after they left (a tombstone keeps where their streams
     /// stood, should they come back).
-    pub departed_peers: u64,
+    pub peers_dropped: u64,
 }
 
 impl EngineStats {

@@ -57,7 +57,7 @@ fn exchanged_then_left() -> (World, NodeIndex, NodeIndex) {
         (0, 1),
         "the client's state on the server is dropped, its tombstone kept"
     );
-    assert_eq!(endpoint.stats().departed_peers, 1);
+    assert_eq!(endpoint.stats().peers_dropped, 1);
     assert_eq!(endpoint.memory(), 0);
     let endpoint = &world.node(client).endpoint;
     assert_eq!(

@@ -74,7 +74,7 @@ impl Endpoint {
         };
         self.peers.remove(name, tombstone, now);
         self.timers.get_mut().arm(TimerKey::Peer(id), None);
-        self.stats.departed_peers += 1;
+        self.stats.peers_dropped += 1;
         tracing::debug!(peer = name, "dropped the state of a peer that left");
     }
 }

@@ -29,7 +29,7 @@ impl Endpoint {
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         self.tick(now);
         self.announce_routes(now);
-        for id in self.woken() {
+        for id in self.woken(now) {
             if let Some(reason) = self.connections.get(&id).and_then(|c| c.closing.clone()) {
                 let data = self.build_close(id, reason.clone());
                 self.drop_connection(now, id, reason);
@@ -52,8 +52,6 @@ impl Endpoint {
             }
             if self.may_have_output(now, id) {
                 if let Some(data) = self.build_transmit(now, id) {
-                    // A ping, a hello, an address validated: its deadlines moved.
-                    self.wake.note(id);
                     self.next_connection = ConnectionId(id.0.wrapping_add(1));
                     self.stats.bytes_sent += data.len() as u64;
                     return Some(Transmit {

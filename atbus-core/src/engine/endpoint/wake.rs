@@ -119,13 +119,19 @@ impl Endpoint {
         })
     }
 
-    /// The woken connections in round-robin order.
-    pub(super) fn woken(&self) -> Vec<ConnectionId> {
-        self.wake
+    /// The woken connections in round-robin order. Each is noted for the timer index: what is
+    /// built for it may change its deadlines (a ping, a hello, an address proven).
+    pub(super) fn woken(&mut self, _now: Instant) -> Vec<ConnectionId> {
+        let woken: Vec<ConnectionId> = self
+            .wake
             .range(self.next_connection..)
             .chain(self.wake.range(..self.next_connection))
             .copied()
-            .collect()
+            .collect();
+        for &id in &woken {
+            self.wake.note(id);
+        }
+        woken
     }
 
     /// Puts connection `id` to rest: it had nothing to send.
