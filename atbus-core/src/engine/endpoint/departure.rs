@@ -43,9 +43,11 @@ impl Endpoint {
     }
 
     /// Whether `peer`, named `name`, may be dropped once its linger is over: it is at rest, and
-    /// no acknowledgement of ours to it could still go out.
+    /// nothing it is owed (our acknowledgement, an abandonment to announce) could still go out.
+    /// Owed to a peer that cannot be reached, an abandonment waits in the tombstone.
     pub(super) fn may_depart(&self, name: &str, peer: &Peer) -> bool {
-        at_rest(peer) && (peer.ack_pending.is_empty() || !self.can_reach(name))
+        let owed = !peer.ack_pending.is_empty() || peer.send.values().any(|s| s.is_active());
+        at_rest(peer) && (!owed || !self.can_reach(name))
     }
 
     /// When `peer`, found at rest now, is dropped: after [`LINGER`], and not while sends to it

@@ -15,8 +15,9 @@
 //! # What is kept
 //!
 //! A peer is dropped only *at rest* ([`at_rest`]): no connection, nothing queued to it or in
-//! flight, nothing received from it that is not taken, no Writable or abandonment owed, no
-//! relay preference set by the application. At rest, each stream direction is a few numbers, and
+//! flight, nothing received from it that is not taken, no Writable owed, no relay preference set
+//! by the application (and, while it can be reached through a relay, no acknowledgement or
+//! abandonment owed to it either). At rest, each stream direction is a few numbers, and
 //! those are its tombstone ([`Tombstone`]): its instance (to tell a restart from a return), for
 //! each stream we sent on the next offset, the peer's window and an abandonment still to
 //! announce, for each stream it sent on the next offset expected, whether it finished, and the
@@ -25,14 +26,20 @@
 //! comes from it through a relay, the application sends to it) is created from its tombstone, in
 //! the state it had: the same instance carries on at the same offsets, a new instance restarts it
 //! exactly as if it had never been dropped (section 5.15). A peer with nothing worth keeping (it
-//! never exchanged a unit, and no instance is known) leaves no tombstone.
+//! never exchanged a unit, and no instance is known) leaves no tombstone. Not kept, as they only
+//! tune timing: round-trip estimates through relays, the retransmission backoff, the instances
+//! it retired (their late frames are dropped for 3 s only, and a peer lingers longer) and a
+//! challenging tag. A finished stream from the peer is kept without the end it held (64 bytes of
+//! the receive budget): the end was reported, and what comes after it is refused as before.
 //!
 //! # How long
 //!
 //! Tombstones are bounded: at most [`CAPACITY`], the oldest dropped first, and none older than
 //! [`LIFETIME`]. A peer that comes back after its tombstone went, still holding streams to us,
 //! finds them out of step: that is the price of bounded memory, paid only by a peer that stayed
-//! away a day, or behind more than 65,536 other departures. Names this endpoint gave anonymous
+//! away a day, or behind more than 65,536 other departures. (Two atbus-rs endpoints that dropped
+//! each other hold tombstones of nearly the same age: they forget within seconds of each other,
+//! and a fresh start on both sides agrees again.) Names this endpoint gave anonymous
 //! peers leave no tombstone: such a name is never used again (an anonymous peer gets a fresh one
 //! on every connection), and anonymous churn must not push other peers' tombstones out.
 
