@@ -258,6 +258,18 @@ impl Relay {
         self.node.stats()
     }
 
+    /// The peers the relay's engine holds state for: the connected nodes and relays, and those
+    /// that left only a few seconds ago or with something still to do.
+    pub fn peer_count(&self) -> usize {
+        self.node.peer_count()
+    }
+
+    /// The nodes that left and whose tombstone the relay keeps (where their streams stood,
+    /// should they come back).
+    pub fn departed_peers(&self) -> usize {
+        self.node.departed_peers()
+    }
+
     /// The connected nodes' connections, with RTT.
     pub fn connections(&self) -> Vec<ConnectionInfo> {
         self.node.connection_info()

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use atbus_core::engine::Token;
 use atbus_core::runtime::Node;
 
+mod support;
+
 const TOKEN: &str = "the scale test's shared token";
 
 /// `SCALE_NODES`, or 2000.
@@ -33,25 +35,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Raises this process's open-file limit to its hard limit (children inherit it): every node
-/// needs a socket here and one in the relay.
-fn raise_fd_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 0;
-        }
-        limit.rlim_cur = limit.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-    }
-    limit.rlim_cur
-}
-
 /// The resident set of process `pid`, in KiB, from /proc.
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -68,7 +51,7 @@ fn rss_kib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_holds_many_connected_nodes_and_reports_its_memory() {
     let count = nodes_wanted();
-    let limit = raise_fd_limit();
+    let limit = support::raise_fd_limit();
     assert!(
         limit >= 2 * count as u64 + 256,
         "the open-file limit ({limit}) is too low for {count} nodes: raise the hard limit"

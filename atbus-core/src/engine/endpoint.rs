@@ -4,8 +4,9 @@
 //! it what arrives (`handle_input`) and the passing of time (`handle_timeout`), and drains what
 //! it produces (`poll_transmit`, `poll_event`, `poll_timeout`). The application sends with
 //! `send` and `finish` and reads with `read`. Input handling is in `endpoint/input.rs`, output in
-//! `endpoint/output.rs`, timers in `endpoint/timers.rs`.
+//! `endpoint/output.rs`, timers in `endpoint/timers.rs`, peers that left in `departure.rs`.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
@@ -21,13 +22,16 @@ use super::connection::Connection;
 use super::error::{ConnectionError, SendError};
 use super::event::Event;
 use super::message::{MessageMeta, ReceivedMessage};
-use super::peer::Peer;
+use super::peers::Peers;
 use super::rtt::RttEstimator;
 use super::send::SendStream;
 use super::stats::EngineStats;
 use super::stream_id::StreamId;
+use super::timer::TimerIndex;
 use super::transmit::ConnectionId;
 
+mod deadlines;
+mod departure;
 mod forwarder;
 mod handshake;
 mod input;
@@ -56,7 +60,7 @@ pub struct Endpoint {
     /// The latest time the runtime gave: when a message queued now counts as queued.
     clock: Instant,
     connections: BTreeMap<ConnectionId, Connection>,
-    peers: BTreeMap<String, Peer>,
+    peers: Peers,
     events: VecDeque<Event>,
     /// The connection the next `poll_transmit` looks at first (round robin).
     next_connection: ConnectionId,
@@ -75,9 +79,9 @@ pub struct Endpoint {
     relays: BTreeSet<String>,
     /// The connections that may have something to send; `poll_transmit` looks at these only
     /// (see `endpoint/wake.rs`).
-    wake: BTreeSet<ConnectionId>,
-    /// No connection outside `wake` owes a ping before this time.
-    ping_floor: Instant,
+    wake: wake::Wake,
+    /// Deadlines (`endpoint/deadlines.rs`); in a cell: `poll_timeout` brings it up to date.
+    timers: RefCell<TimerIndex>,
 }
 
 impl Endpoint {
@@ -103,14 +107,14 @@ impl Endpoint {
             handshake_codec: FrameCodec::new(handshake_config),
             forwarder: config.auth.relay.then(Box::default),
             relays: BTreeSet::new(),
-            wake: BTreeSet::new(),
-            ping_floor: now,
+            wake: Default::default(),
+            timers: Default::default(),
+            peers: departure::new_peers(&config),
             auth: AuthState::new(&config.auth, now),
             config,
             epoch: now,
             clock: now,
             connections: BTreeMap::new(),
-            peers: BTreeMap::new(),
             events: VecDeque::new(),
             next_connection: ConnectionId(0),
             last_connection_id: 0,

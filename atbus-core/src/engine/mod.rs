@@ -18,6 +18,7 @@ mod error;
 mod event;
 pub mod message;
 mod peer;
+mod peers;
 pub(crate) mod piece;
 pub(crate) mod ranges;
 pub(crate) mod reassembly;
@@ -25,6 +26,7 @@ mod rtt;
 pub(crate) mod send;
 mod stats;
 mod stream_id;
+mod timer;
 pub mod transmit;
 mod wire;
 

@@ -44,6 +44,15 @@ pub(crate) struct Finished {
     pub reason: CloseReasonData,
 }
 
+/// A stream direction whose units were all taken, as [`Reassembler::rest`] keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecvRest {
+    /// Everything below this offset was taken (or skipped, or is the stream's end).
+    pub offset: u64,
+    /// Whether the stream ended at `offset`, and the application was told.
+    pub finished: bool,
+}
+
 /// Reassembles one stream direction.
 #[derive(Debug)]
 pub(crate) struct Reassembler {
@@ -82,6 +91,42 @@ impl Reassembler {
             window,
             finished: false,
         }
+    }
+
+    /// What is left of the stream direction once the application took everything: the offset
+    /// the next unit is expected at, and whether the stream ended there. `None` while anything
+    /// is held but the stream's end, or before that end was reported.
+    pub fn rest(&self) -> Option<RecvRest> {
+        match self.pieces.first_key_value() {
+            None => Some(RecvRest {
+                offset: self.delivered,
+                finished: self.finished,
+            }),
+            // Only the end of the stream, reported: it stays held for ever.
+            Some((_, piece)) if self.finished && self.pieces.len() == 1 => {
+                debug_assert!(matches!(piece.end, PieceEnd::Stream(_)));
+                Some(RecvRest {
+                    offset: piece.end_offset(),
+                    finished: true,
+                })
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// The stream direction again, from what [`rest`](Self::rest) kept of it. A finished one
+    /// holds nothing (its end, already reported, is not kept): units up to its end are
+    /// duplicates and units beyond it out of range, as before.
+    pub fn resume(budget: usize, window: u64, rest: RecvRest) -> Self {
+        let mut reassembler = Self::new(budget, window);
+        reassembler.delivered = rest.offset;
+        reassembler.contiguous = rest.offset;
+        reassembler.received_max = rest.offset;
+        if rest.finished {
+            reassembler.final_size = Some(rest.offset);
+            reassembler.finished = true;
+        }
+        reassembler
     }
 
     /// Everything below this offset has been taken by the application (or skipped by a reset).

@@ -57,6 +57,19 @@ pub(crate) struct AckBeyondSent {
     pub sent: u64,
 }
 
+/// A send stream at rest, as [`SendStream::rest`] keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SendRest {
+    /// The offset of the next unit: everything below is acknowledged or abandoned.
+    pub offset: u64,
+    /// The peer accepts units below this offset.
+    pub window: u64,
+    /// Whether `window` came from the peer.
+    pub window_announced: bool,
+    /// Units below this offset were abandoned and the peer has not acknowledged it yet.
+    pub reset: Option<u64>,
+}
+
 /// Sends one stream direction.
 #[derive(Debug)]
 pub(crate) struct SendStream {
@@ -170,6 +183,37 @@ impl SendStream {
         }
         self.finished = finished;
         self.unacked_units()
+    }
+
+    /// What is left of the stream once everything queued is acknowledged and nothing is on the
+    /// wire: where its next unit goes, the peer's window, and an abandonment still to announce.
+    /// `None` while anything is queued, in flight or lost, or once the stream is finished.
+    pub fn rest(&self) -> Option<SendRest> {
+        let idle = self.queue.is_empty()
+            && self.acked == self.end
+            && self.next_new == self.end
+            && self.flights.is_empty()
+            && self.lost.is_empty()
+            && !self.finished;
+        idle.then(|| SendRest {
+            offset: self.end,
+            window: self.window,
+            window_announced: self.window_announced,
+            reset: self.reset.map(|(offset, _)| offset),
+        })
+    }
+
+    /// The stream again, from what [`rest`](Self::rest) kept of it; an abandonment is announced
+    /// again from `now`.
+    pub fn resume(rest: SendRest, now: Instant) -> Self {
+        let mut stream = SendStream::new(rest.window);
+        stream.window_announced = rest.window_announced;
+        stream.acked = rest.offset;
+        stream.next_new = rest.offset;
+        stream.end = rest.offset;
+        stream.known_until = rest.offset;
+        stream.reset = rest.reset.map(|offset| (offset, now));
+        stream
     }
 
     /// Units queued and not yet acknowledged: what counts against the send window.

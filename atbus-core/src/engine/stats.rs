@@ -83,6 +83,9 @@ pub struct EngineStats {
     /// Frames of early data dropped because the hello's nonce could not be remembered (they are
     /// sent again after the handshake).
     pub early_data_dropped: u64,
+    /// Peers whose state was dropped after they left (a tombstone keeps where their streams
+    /// stood, should they come back).
+    pub peers_dropped: u64,
 }
 
 impl EngineStats {

@@ -212,6 +212,18 @@ impl Node {
         state.endpoint.memory() + state.inbox_bytes
     }
 
+    /// The peers the engine holds state for: those connected, and those that left with
+    /// something still to do or only a few seconds ago (then their state is dropped).
+    pub fn peer_count(&self) -> usize {
+        self.inner.shared.lock().endpoint.peer_count()
+    }
+
+    /// The peers that left and whose tombstone the engine keeps (where their streams stood,
+    /// should they come back).
+    pub fn departed_peers(&self) -> usize {
+        self.inner.shared.lock().endpoint.departed_peers()
+    }
+
     /// The node's connections: id, remote address, and the peer once authenticated.
     pub fn connections(&self) -> Vec<(ConnectionId, String, Option<String>)> {
         let state = self.inner.shared.lock();

@@ -224,6 +224,10 @@ impl State {
                 counters.connections_closed += 1;
             }
         }
+        // A crowd of connections gone: give back their room.
+        if self.links.capacity() > 4 * self.links.len().max(64) {
+            self.links.shrink_to_fit();
+        }
     }
 
     /// Feeds `data`, received on connection `id`, to the engine.

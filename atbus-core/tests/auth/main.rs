@@ -4,6 +4,7 @@
 //! other through a relay, and through two meshed relays.
 
 mod anonymous;
+mod departure;
 mod handshake;
 mod issued;
 mod mesh;

@@ -42,3 +42,22 @@ pub async fn recv(node: &Node) -> Message {
         .unwrap_or_else(|_| panic!("{} got no message within 10 s", node.name()))
         .expect("running")
 }
+
+/// Raises this process's open-file limit to its hard limit (children inherit it): every node
+/// needs a socket here and one in the relay. Returns the limit now.
+pub fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur
+}

@@ -33,7 +33,7 @@ use crate::engine::auth::proof::{self, AcceptFields};
 use crate::engine::auth::ticket::TicketOrigin;
 use crate::engine::auth::{AuthFailure, IdentityKind, PeerIdentity};
 use crate::engine::config::ConnectionKind;
-use crate::engine::connection::Phase;
+use crate::engine::connection::{Connection, Phase};
 use crate::engine::stream_id::StreamId;
 use crate::engine::transmit::ConnectionId;
 use crate::engine::wire::encode_content;
@@ -48,7 +48,7 @@ const MAX_HELLO_INTERVAL: Duration = Duration::from_secs(1);
 /// The accept is sent again at most this many times while the confirm is awaited.
 const MAX_ACCEPT_RESENDS: u32 = 8;
 /// Prefix of the names given to anonymous peers.
-const ANONYMOUS_PREFIX: &str = "anon-";
+pub(super) const ANONYMOUS_PREFIX: &str = "anon-";
 
 /// What a checked hello authenticated.
 struct Checked {
@@ -220,47 +220,37 @@ impl Endpoint {
         }
     }
 
-    /// Handshake timers: hellos resent on datagram connections, handshakes that took too long.
-    pub(super) fn handshake_timeouts(&mut self, now: Instant) {
-        let mut expired = Vec::new();
-        for (&id, state) in self.connections.iter_mut() {
-            if state.handshake_deadline.is_some_and(|at| at <= now) && state.closing.is_none() {
-                expired.push(id);
-                continue;
-            }
-            let rto = state.rtt.rto();
-            if let Phase::Connecting(handshake) = &mut state.phase {
-                if handshake.resend_at.is_some_and(|at| at <= now) {
-                    handshake.attempts += 1;
-                    handshake.resent = true;
-                    let interval = rto * 2u32.pow(handshake.attempts.min(16));
-                    handshake.resend_at = Some(now + interval.min(MAX_HELLO_INTERVAL));
-                    state.outbox.push(handshake.hello_frame.clone());
-                    self.wake.insert(id);
-                }
-            }
-        }
-        for id in expired {
+    /// Handshake timers of connection `id` at `now`: the hello resent on a datagram connection,
+    /// the connection refused when its handshake took too long.
+    pub(super) fn handshake_timeout(&mut self, now: Instant, id: ConnectionId) {
+        let Some(state) = self.connections.get_mut(&id) else {
+            return;
+        };
+        if state.handshake_deadline.is_some_and(|at| at <= now) && state.closing.is_none() {
             self.refuse(id, AuthFailure::Timeout);
+            return;
+        }
+        let rto = state.rtt.rto();
+        if let Phase::Connecting(handshake) = &mut state.phase {
+            if handshake.resend_at.is_some_and(|at| at <= now) {
+                handshake.attempts += 1;
+                handshake.resent = true;
+                let interval = rto * 2u32.pow(handshake.attempts.min(16));
+                handshake.resend_at = Some(now + interval.min(MAX_HELLO_INTERVAL));
+                state.outbox.push(handshake.hello_frame.clone());
+                self.wake.insert(id);
+            }
         }
     }
 
-    /// The earliest handshake timer.
-    pub(super) fn handshake_timer(&self) -> Option<Instant> {
-        self.connections
-            .values()
-            .flat_map(|state| {
-                let resend = match &state.phase {
-                    Phase::Connecting(handshake) => handshake.resend_at,
-                    _ => None,
-                };
-                [
-                    state.handshake_deadline.filter(|_| state.closing.is_none()),
-                    resend,
-                ]
-            })
-            .flatten()
-            .min()
+    /// The earliest handshake timer of `state`.
+    pub(super) fn handshake_timer(state: &Connection) -> Option<Instant> {
+        let resend = match &state.phase {
+            Phase::Connecting(handshake) => handshake.resend_at,
+            _ => None,
+        };
+        let deadline = state.handshake_deadline.filter(|_| state.closing.is_none());
+        deadline.into_iter().chain(resend).min()
     }
 
     /// A handshake frame: `message` as the one HANDSHAKE fragment of a packet on stream -2,

@@ -88,13 +88,7 @@ impl Endpoint {
         }
         let tag = source_instance;
         // Looked up before it is created: this runs for every relayed frame.
-        if !self.peers.contains_key(originator) {
-            self.peers
-                .insert(originator.to_string(), Default::default());
-        }
-        let Some(peer) = self.peers.get_mut(originator) else {
-            return true;
-        };
+        let peer = self.peers.get_or_insert(originator);
         let known = peer.instance.as_deref().map(instance_tag);
         if known == Some(tag) {
             return true;

@@ -1,12 +1,16 @@
-//! The endpoint's timers: idle connections declared dead, pings and acknowledgements falling due,
-//! flights declared lost by time and by the retransmission timeout.
+//! What happens when the endpoint's timers fire: idle connections declared dead, pings and
+//! acknowledgements falling due, flights declared lost by time and by the retransmission timeout,
+//! messages expiring, departed peers dropped. Only what is due is looked at: the timer index
+//! (`engine/timer.rs`, kept by `endpoint/deadlines.rs`) says what that is.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use atbus_proto::protocol::{AtbusCloseReason, CloseReasonData};
 
 use super::Endpoint;
 use crate::engine::event::Event;
+use crate::engine::timer::TimerKey;
 use crate::engine::transmit::ConnectionId;
 
 /// The retransmission timeout doubles at most this many times.
@@ -35,7 +39,7 @@ impl Endpoint {
     }
 
     /// The loss delay for data to `peer`: the largest of its live connections'.
-    fn loss_delay(&self, peer: &str) -> Duration {
+    pub(super) fn loss_delay(&self, peer: &str) -> Duration {
         let state = self.peers.get(peer);
         state
             .into_iter()
@@ -51,128 +55,125 @@ impl Endpoint {
             .unwrap_or(self.config.initial_rtt)
     }
 
-    /// Lets the time pass: acts on every timer due at `now`.
+    /// Lets the time pass: acts on every timer due at `now`, and on nothing else.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tick(now);
-        self.handshake_timeouts(now);
-        let dead: Vec<ConnectionId> = self
-            .connections
-            .iter()
-            // A connection in its handshake has the handshake's own deadline.
-            .filter(|(_, state)| {
-                state.is_established() && state.last_received + self.config.idle_timeout <= now
-            })
-            .map(|(&id, _)| id)
-            .collect();
-        for id in dead {
+        let mut done: HashSet<TimerKey> = HashSet::new();
+        // Acting on a timer may make another due at once (a dead connection's flights go
+        // elsewhere, and the peer's retransmission timeout changes): a few rounds take those too.
+        for _ in 0..3 {
+            self.rearm();
+            let mut due = Vec::new();
+            while let Some(key) = self.timers.get_mut().pop_due(now) {
+                due.push(key);
+            }
+            // Popped keys are disarmed: each is noted, to be armed again with what is left.
+            for &key in &due {
+                match key {
+                    TimerKey::Connection(id) => self.wake.note(id),
+                    TimerKey::Peer(id) => self.peers.touch_id(id),
+                }
+            }
+            due.retain(|key| done.insert(*key));
+            if due.is_empty() {
+                break;
+            }
+            due.sort();
+            let mut names = Vec::new();
+            for key in due {
+                match key {
+                    TimerKey::Connection(id) => self.connection_timers(now, id),
+                    TimerKey::Peer(id) => {
+                        names.extend(self.peers.by_id(id).map(|(name, _)| name.to_string()))
+                    }
+                }
+            }
+            for name in names {
+                self.peer_timers(now, &name);
+                self.depart_if_due(now, &name);
+            }
+        }
+    }
+
+    /// Connection `id`'s timers at `now`: its handshake's, its idle timeout, its keep-alive ping.
+    fn connection_timers(&mut self, now: Instant, id: ConnectionId) {
+        self.handshake_timeout(now, id);
+        let Some(state) = self.connections.get(&id) else {
+            return;
+        };
+        // A connection in its handshake has the handshake's own deadline.
+        if state.is_established() && state.last_received + self.config.idle_timeout <= now {
             let reason = CloseReasonData {
                 code: AtbusCloseReason::PeerReset as i32,
                 message: format!("silent for {:?}", self.config.idle_timeout),
             };
             self.drop_connection(now, id, reason);
+            return;
         }
-
-        let names: Vec<String> = self
-            .peers
-            .iter()
-            .filter(|(_, peer)| peer.needs_timers())
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in names {
-            let rto = self.rto(&name);
-            let loss_delay = self.loss_delay(&name);
-            let reachable = self.can_reach(&name);
-            let Some(peer) = self.peers.get_mut(&name) else {
-                continue;
-            };
-            if peer.ack_deadline.is_some_and(|at| at <= now) {
-                // Due: it goes with the next transmit (the deadline is done with).
-                peer.ack_now = true;
-                peer.ack_deadline = None;
-            }
-            if !reachable {
-                continue; // nothing can be resent until a connection comes
-            }
-            if let Some(timeout) = self.config.message_timeout {
-                for (&stream_id, stream) in peer.send.iter_mut() {
-                    let expired = stream.expire(now, timeout);
-                    super::settle(&mut self.connections, &mut self.stats, stream, now, true);
-                    if let Some((count, units)) = expired {
-                        peer.unacked_units -= units;
-                        self.stats.messages_expired += count as u64;
-                        self.events.push_back(Event::MessagesExpired {
-                            peer: name.clone(),
-                            stream_id: stream_id.into(),
-                            count,
-                        });
-                    }
-                }
-            }
-            let mut timed_out = false;
-            for stream in peer.send.values_mut() {
-                self.stats.flights_lost += stream.detect_lost(now, loss_delay) as u64;
-                let expired = stream.on_timeout(now, rto);
-                self.stats.flights_lost += expired as u64;
-                super::settle(&mut self.connections, &mut self.stats, stream, now, true);
-                timed_out |= expired > 0;
-            }
-            if timed_out {
-                peer.rto_backoff += 1;
-                peer.probe_owed = true;
-                self.stats.rto_fired += 1;
-            }
-            self.wake_blocked(&name);
-            self.wake_peer(&name);
+        if self.ping_due(state).is_some_and(|at| at <= now) {
+            self.wake.insert(id);
         }
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) should next be called, if ever.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        let mut consider = |at: Option<Instant>| {
-            if let Some(at) = at {
-                next = Some(next.map_or(at, |current| current.min(at)));
-            }
+    /// The timers of peer `name` at `now`: its acknowledgement falling due, its streams'
+    /// messages expiring, flights declared lost by time and by the retransmission timeout.
+    fn peer_timers(&mut self, now: Instant, name: &str) {
+        let rto = self.rto(name);
+        let loss_delay = self.loss_delay(name);
+        let reachable = self.can_reach(name);
+        let Some(peer) = self.peers.get_mut(name) else {
+            return;
         };
-        consider(self.handshake_timer());
-        consider(self.announce_at());
-        for state in self.connections.values() {
-            if state.is_established() {
-                consider(Some(state.last_received + self.config.idle_timeout));
-            }
-            // An address not yet proven gets no pings (they would not fit its budget), nor does a
-            // connection whose transport is backed up (it would not take them).
-            if state.is_established() && state.validated && !state.transport_blocked {
-                consider(Some(state.last_ping.map_or(self.epoch, |last| {
-                    last + self.config.keep_alive_interval
-                })));
-            }
+        if !peer.needs_timers() {
+            return;
         }
-        for (name, peer) in &self.peers {
-            // Nothing can go to a peer without connections: no timer may keep firing for it.
-            if !peer.needs_timers() || !self.can_reach(name) {
-                continue;
-            }
-            consider(peer.ack_deadline);
-            let rto = self.rto(name);
-            let loss_delay = self.loss_delay(name);
-            // Probes and resets wait while the connection they would go on is backed up.
-            let blocked = self
-                .data_connection(name)
-                .and_then(|id| self.connections.get(&id))
-                .is_some_and(|connection| connection.transport_blocked);
-            for stream in peer.send.values() {
-                consider(stream.loss_time(loss_delay));
-                consider(stream.timeout_at(rto));
-                if !blocked {
-                    consider(stream.probe_at(rto));
-                    consider(stream.reset_at());
-                }
-                if let Some(timeout) = self.config.message_timeout {
-                    consider(stream.expiry_at(timeout));
+        if peer.ack_deadline.is_some_and(|at| at <= now) {
+            // Due: it goes with the next transmit (the deadline is done with).
+            peer.ack_now = true;
+            peer.ack_deadline = None;
+        }
+        if !reachable {
+            return; // nothing can be resent until a connection comes
+        }
+        if let Some(timeout) = self.config.message_timeout {
+            for (&stream_id, stream) in peer.send.iter_mut() {
+                let expired = stream.expire(now, timeout);
+                super::settle(&mut self.connections, &mut self.stats, stream, now, true);
+                if let Some((count, units)) = expired {
+                    peer.unacked_units -= units;
+                    self.stats.messages_expired += count as u64;
+                    self.events.push_back(Event::MessagesExpired {
+                        peer: name.to_string(),
+                        stream_id: stream_id.into(),
+                        count,
+                    });
                 }
             }
         }
-        next
+        let mut timed_out = false;
+        for stream in peer.send.values_mut() {
+            self.stats.flights_lost += stream.detect_lost(now, loss_delay) as u64;
+            let expired = stream.on_timeout(now, rto);
+            self.stats.flights_lost += expired as u64;
+            super::settle(&mut self.connections, &mut self.stats, stream, now, true);
+            timed_out |= expired > 0;
+        }
+        if timed_out {
+            peer.rto_backoff += 1;
+            peer.probe_owed = true;
+            self.stats.rto_fired += 1;
+        }
+        self.wake_blocked(name);
+        self.wake_peer(name);
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called, if ever: a peek at
+    /// the timer index, once it is brought up to date with what changed since the last call.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.rearm();
+        #[cfg(debug_assertions)]
+        self.check_timers();
+        let next = self.timers.borrow().next();
+        [next, self.announce_at()].into_iter().flatten().min()
     }
 }

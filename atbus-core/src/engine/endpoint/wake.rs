@@ -6,13 +6,19 @@
 //! other connections, a send or a read on its peer, a timer of its peer, a forwarded frame, a
 //! handshake message, a close, a transport unblocked. `poll_transmit` builds for woken
 //! connections only and puts a connection back to rest once it has nothing to send. Pings are
-//! due by time alone: `ping_floor` is the earliest a resting connection may owe one, and only
-//! then are the resting connections looked over.
+//! due by time alone: the timer of a connection that owes one wakes it (`endpoint/timers.rs`).
+//!
+//! Whatever wakes a connection may have changed its deadlines too: every connection woken or put
+//! to rest is *noted* for the timer index, which computes its deadlines again
+//! (`endpoint/deadlines.rs`).
 //!
 //! Debug builds check the rule: when `poll_transmit` finds nothing and no timer is overdue,
 //! every resting connection must have nothing to send either (for endpoints of up to
 //! `CHECKED_CONNECTIONS`).
 
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashSet};
+use std::ops::RangeBounds;
 use std::time::Instant;
 
 use super::Endpoint;
@@ -24,10 +30,68 @@ use crate::engine::transmit::ConnectionId;
 #[cfg(debug_assertions)]
 const CHECKED_CONNECTIONS: usize = 512;
 
+/// The woken connections, and the connections noted for the timer index.
+#[derive(Debug, Default)]
+pub(super) struct Wake {
+    woken: BTreeSet<ConnectionId>,
+    /// Connections whose deadlines may have changed since the index last looked.
+    noted: RefCell<HashSet<ConnectionId>>,
+}
+
+impl Wake {
+    /// Wakes `id` (and notes it).
+    pub fn insert(&mut self, id: ConnectionId) -> bool {
+        self.note(id);
+        self.woken.insert(id)
+    }
+
+    /// Wakes each of `ids`.
+    pub fn extend(&mut self, ids: impl IntoIterator<Item = ConnectionId>) {
+        for id in ids {
+            self.insert(id);
+        }
+    }
+
+    /// Puts `id` to rest, or forgets it (and notes it).
+    pub fn remove(&mut self, id: &ConnectionId) -> bool {
+        self.note(*id);
+        self.woken.remove(id)
+    }
+
+    /// Whether `id` is woken.
+    pub fn contains(&self, id: &ConnectionId) -> bool {
+        self.woken.contains(id)
+    }
+
+    /// The woken connections in `range`.
+    pub fn range(
+        &self,
+        range: impl RangeBounds<ConnectionId>,
+    ) -> impl Iterator<Item = &ConnectionId> {
+        self.woken.range(range)
+    }
+
+    /// Notes that `id`'s deadlines may have changed.
+    pub fn note(&mut self, id: ConnectionId) {
+        self.noted.get_mut().insert(id);
+    }
+
+    /// Takes the noted connections.
+    pub fn take_noted(&self) -> Vec<ConnectionId> {
+        let mut noted = self.noted.borrow_mut();
+        let taken = noted.drain().collect();
+        if noted.capacity() > 1024 {
+            noted.shrink_to(64);
+        }
+        taken
+    }
+}
+
 impl Endpoint {
     /// Wakes `peer`'s connections, or when it has none, those of the relay its frames go
     /// through.
     pub(super) fn wake_peer(&mut self, peer: &str) {
+        self.peers.touch(peer);
         let direct = self
             .peers
             .get(peer)
@@ -55,42 +119,24 @@ impl Endpoint {
         })
     }
 
-    /// The woken connections in round-robin order, after waking those that owe a ping at
-    /// `now`.
-    pub(super) fn woken(&mut self, now: Instant) -> Vec<ConnectionId> {
-        if self.ping_floor <= now {
-            let mut floor = now + self.config.keep_alive_interval;
-            let mut due = Vec::new();
-            for (&id, state) in &self.connections {
-                if self.wake.contains(&id) {
-                    continue;
-                }
-                match self.ping_due(state) {
-                    Some(at) if at <= now => due.push(id),
-                    Some(at) => floor = floor.min(at),
-                    None => {}
-                }
-            }
-            self.wake.extend(due);
-            self.ping_floor = floor;
-        }
-        self.wake
+    /// The woken connections in round-robin order. Each is noted for the timer index: what is
+    /// built for it may change its deadlines (a ping, a hello, an address proven).
+    pub(super) fn woken(&mut self, _now: Instant) -> Vec<ConnectionId> {
+        let woken: Vec<ConnectionId> = self
+            .wake
             .range(self.next_connection..)
             .chain(self.wake.range(..self.next_connection))
             .copied()
-            .collect()
+            .collect();
+        for &id in &woken {
+            self.wake.note(id);
+        }
+        woken
     }
 
     /// Puts connection `id` to rest: it had nothing to send.
     pub(super) fn rest(&mut self, id: ConnectionId) {
         self.wake.remove(&id);
-        if let Some(at) = self
-            .connections
-            .get(&id)
-            .and_then(|state| self.ping_due(state))
-        {
-            self.ping_floor = self.ping_floor.min(at);
-        }
     }
 
     /// Debug builds: panics if a resting connection had something to send at `now` (an event
