@@ -231,36 +231,6 @@ async fn rates(pair: &Pair, reference: &Pair) -> (f64, f64) {
     (best, best_reference)
 }
 
-/// `count` nodes connected to the relay at `address`.
-async fn connect_nodes(count: usize, address: &str) -> Vec<Node> {
-    let mut nodes = Vec::with_capacity(count);
-    for index in 0..count {
-        let node = Node::builder()
-            .name(format!("node-{index}"))
-            .token(support::token())
-            .relay(address)
-            .start()
-            .await
-            .expect("node");
-        nodes.push(node);
-    }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let connected = nodes
-            .iter()
-            .filter(|node| node.connection_info().iter().any(|c| c.peer.is_some()))
-            .count();
-        if connected == count {
-            return nodes;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{connected} of {count} nodes connected after 120 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Waits until the relay holds `peers` peers (the departed ones linger a few seconds).
 async fn wait_for_peers(relay: &Relay, peers: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -298,7 +268,7 @@ async fn a_relay_that_served_churn_is_as_good_as_a_fresh_one() {
     let (mut loaded, mut loaded_idle, mut connected_heap) = ((0.0, 0.0), 0.0, 0);
     let start = Instant::now();
     for round in 0..3 {
-        let nodes = connect_nodes(count, &relay.address).await;
+        let nodes = support::crowd(count, &relay.address).await;
         // (A node is connected once the relay's accept is in; the relay, once the node's confirm
         // is.)
         wait_for_peers(&relay.relay, peers + count).await;

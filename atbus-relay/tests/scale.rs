@@ -10,12 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use atbus_core::engine::Token;
-use atbus_core::runtime::Node;
-
 mod support;
-
-const TOKEN: &str = "the scale test's shared token";
 
 /// `SCALE_NODES`, or 2000.
 fn nodes_wanted() -> usize {
@@ -60,7 +55,7 @@ async fn a_relay_holds_many_connected_nodes_and_reports_its_memory() {
         Command::new(env!("CARGO_BIN_EXE_atbus-relay"))
             .env("ATBUS_RELAY_LISTEN", "tcp://127.0.0.1:0")
             .env("ATBUS_RELAY_ADMIN", "off")
-            .env("ATBUS_RELAY_TOKEN", TOKEN)
+            .env("ATBUS_RELAY_TOKEN", support::TOKEN)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -75,37 +70,8 @@ async fn a_relay_holds_many_connected_nodes_and_reports_its_memory() {
     std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
     let idle = rss_kib(relay.0.id());
 
-    let token = Token::new(TOKEN).expect("token");
     let start = Instant::now();
-    let mut nodes = Vec::with_capacity(count);
-    for index in 0..count {
-        let node = Node::builder()
-            .name(format!("node-{index}"))
-            .token(token.clone())
-            .relay(&address)
-            .start()
-            .await
-            .expect("node");
-        nodes.push(node);
-    }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let connected = nodes
-            .iter()
-            .filter(|node| node.connection_info().iter().any(|c| c.peer.is_some()))
-            .count();
-        if connected == count {
-            break;
-        }
-        if std::env::var_os("SCALE_PROGRESS").is_some() {
-            eprintln!("{:?}: {connected} connected", start.elapsed());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{connected} of {count} nodes connected after 120 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let nodes = support::crowd(count, &address).await;
     let connect_time = start.elapsed();
 
     nodes[0]

@@ -61,3 +61,38 @@ pub fn raise_fd_limit() -> u64 {
     }
     limit.rlim_cur
 }
+
+/// `count` nodes named `node-0`… connected (authenticated) to the relay at `address`, within
+/// 120 s. With `SCALE_PROGRESS` set, prints how many are in as they come.
+pub async fn crowd(count: usize, address: &str) -> Vec<Node> {
+    let start = std::time::Instant::now();
+    let mut nodes = Vec::with_capacity(count);
+    for index in 0..count {
+        let node = Node::builder()
+            .name(format!("node-{index}"))
+            .token(token())
+            .relay(address)
+            .start()
+            .await
+            .expect("node");
+        nodes.push(node);
+    }
+    let deadline = start + Duration::from_secs(120);
+    loop {
+        let connected = nodes
+            .iter()
+            .filter(|node| node.connection_info().iter().any(|c| c.peer.is_some()))
+            .count();
+        if connected == count {
+            return nodes;
+        }
+        if std::env::var_os("SCALE_PROGRESS").is_some() {
+            eprintln!("{:?}: {connected} connected", start.elapsed());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{connected} of {count} nodes connected after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
